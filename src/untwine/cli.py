@@ -1,0 +1,267 @@
+"""The `untwine` command line: a thin skin over the library (parse, call, print).
+
+Every error a user can cause (a bad argument, a missing file, a diverged run) prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from untwine.errors import UntwineError
+
+app = typer.Typer(
+    help="untwine: learn, evaluate and select disentangled representations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+datasets_app = typer.Typer(help="List, inspect and render the ground-truth data sets.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _progress_bar(total: int, start: int, label: str):
+    progress = Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        transient=False, disable=not console.is_terminal and total == 0,
+    )
+    task = progress.add_task(label, total=total, completed=start, loss="")
+
+    def update(step: int, steps: int, values: dict[str, float]) -> None:
+        progress.update(task, completed=step, loss=f"loss {values.get('loss', float('nan')):.1f}")
+
+    return progress, update
+
+
+def _train(config, out: Path, resume: bool) -> None:
+    from untwine.training import Trainer
+
+    trainer = Trainer(config, out)
+    progress, update = _progress_bar(config.steps, 0, f"train {out.name}")
+    trainer.progress = update
+    with progress:
+        summary = trainer.train(resume=resume)
+    console.print(
+        f"trained {summary['train.global_step']} steps in {summary['train.elapsed_s']:.0f} s "
+        f"-> {out}/checkpoints/final"
+    )
+
+
+def _config_from(config_file: Optional[Path], **overrides):
+    from untwine.config import TrainConfig
+
+    base = TrainConfig.read(config_file).model_dump() if config_file else {}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.build(**base)
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., "--out", "-o", help="run directory to write (runs/<name>)"),
+    method: Optional[str] = typer.Option(None, help="objective: beta_vae (or vae)"),
+    beta: Optional[float] = typer.Option(None, help="KL weight of beta-VAE"),
+    dataset: Optional[str] = typer.Option(None, help="data set name (see `untwine datasets list`)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="UNTWINE_DATA", help="where data files live"),
+    steps: Optional[int] = typer.Option(None, help="training steps (reference: 300000)"),
+    seed: Optional[int] = typer.Option(None, help="random seed of the run"),
+    batch_size: Optional[int] = typer.Option(None, help="batch size (reference: 64)"),
+    learning_rate: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (reference: 1e-4)"),
+    latent_dim: Optional[int] = typer.Option(None, help="latent dimensions (reference: 10)"),
+    architecture: Optional[str] = typer.Option(None, help="conv (reference) or fc"),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda"),
+    log_every: Optional[int] = typer.Option(None, help="log every N steps"),
+    checkpoint_every: Optional[int] = typer.Option(None, help="checkpoint every N steps"),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file with a run config; flags override it"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+) -> None:
+    """Train one model into a run directory (checkpoints, logs, TensorBoard)."""
+    from untwine.runs import RunDir
+
+    run = RunDir(out)
+    overrides = dict(
+        method=method, beta=beta, dataset=dataset, data_dir=str(data_dir) if data_dir else None, steps=steps,
+        seed=seed, batch_size=batch_size, learning_rate=learning_rate, latent_dim=latent_dim,
+        architecture=architecture, device=device, log_every=log_every, checkpoint_every=checkpoint_every,
+    )
+    if resume and run.exists() and config_file is None:
+        config_file = run.config_path  # resume the stored config; flags (e.g. --steps) may extend it
+    _train(_config_from(config_file, **overrides), out, resume)
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="run directory"),
+    metrics: str = typer.Option("mig", help="comma-separated metric names, or all"),
+    representation: str = typer.Option("mean,sampled", help="mean, sampled, or both (comma-separated)"),
+    untrained: bool = typer.Option(False, help="also evaluate the same network before training"),
+    num_points: Optional[int] = typer.Option(None, help="override the reference's number of points"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+) -> None:
+    """Score a trained run with disentanglement metrics; results go to <run>/results.json."""
+    from untwine.evaluation import evaluate_run, metric_names
+
+    names = metric_names(metrics)
+    reps = [r.strip() for r in representation.split(",") if r.strip()]
+    options = {name: {"num_train": num_points} for name in names} if num_points else None
+    results = evaluate_run(run, names, reps, options=options, device=device)
+    if untrained:
+        results.update(evaluate_run(run, names, reps, untrained=True, options=options, device=device))
+    _print_results(results)
+
+
+def _print_results(results: dict) -> None:
+    table = Table(title="results")
+    table.add_column("key")
+    table.add_column("value", justify="right")
+    for key, value in sorted(results.items()):
+        if not key.endswith("elapsed_s"):
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="run directory"),
+    regenerate: bool = typer.Option(False, help="redraw the figures even if they exist"),
+) -> None:
+    """Write <run>/report.html: config, curves, reconstructions, samples, traversals, metrics."""
+    from untwine.runs import RunDir
+    from untwine.viz.report import write_report
+
+    path = write_report(RunDir(run).require(), regenerate_figures=regenerate)
+    console.print(f"report: {path}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run directory"),
+    steps: int = typer.Option(2500, help="training steps (the reference trains 300000)"),
+    beta: float = typer.Option(4.0, help="KL weight of the beta-VAE"),
+    seed: int = typer.Option(0, help="random seed"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="UNTWINE_DATA", help="where data files live"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted demo run"),
+) -> None:
+    """The main job: train a beta-VAE on dSprites (rendered offline), evaluate it, write report.html."""
+    from untwine.evaluation import evaluate_run
+    from untwine.runs import RunDir
+    from untwine.viz.report import write_report
+
+    config = _config_from(
+        None, method="beta_vae", beta=beta, dataset="dsprites", data_dir=str(data_dir) if data_dir else None,
+        steps=steps, seed=seed, device=device, checkpoint_every=500,
+    )
+    run = RunDir(out)
+    if run.checkpoints.final.exists() and not resume:
+        console.print(f"{out} already holds a finished run; evaluating it again (use another --out for a new one)")
+    else:
+        _train(config, out, resume)
+    console.print("evaluating MIG (10,000 points, mean and sampled) of the trained and the untrained network ...")
+    results = evaluate_run(out, ["mig"], device=device)
+    results.update(evaluate_run(out, ["mig"], untrained=True, device=device))
+    path = write_report(run, regenerate_figures=True)
+    table = Table(title=f"MIG on {config.dataset} ({steps} steps, beta={beta})")
+    for column in ("representation", "untrained", "trained"):
+        table.add_column(column, justify="right")
+    for rep in ("mean", "sampled"):
+        key = f"eval.{rep}.mig.discrete_mig"
+        table.add_row(rep, f"{results['untrained.' + key]:.4f}", f"{results[key]:.4f}")
+    console.print(table)
+    console.print(f"report: {path.resolve()}")
+
+
+@datasets_app.command("list")
+def datasets_list(
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="UNTWINE_DATA", help="where data files live"),
+) -> None:
+    """Every data set: its factors and sizes, and whether its files were found."""
+    from untwine.data.registry import dataset_info, dataset_names, files_found
+
+    table = Table(title="data sets" + (f" (data dir: {data_dir})" if data_dir else " (no --data-dir / UNTWINE_DATA)"))
+    for column in ("name", "factors (sizes)", "observation", "files", "available"):
+        table.add_column(column)
+    for name in dataset_names():
+        info = dataset_info(name)
+        found = files_found(name, data_dir)
+        files = "\n".join(f"{'found' if ok else 'missing'}: {path}" for path, ok in found.items())
+        available = "yes (file)" if any(found.values()) else ("yes (procedural)" if info.procedural else "no")
+        factors = ", ".join(f"{n} ({s})" for n, s in zip(info.factor_names, info.factor_sizes))
+        table.add_row(name, factors, "x".join(map(str, info.observation_shape)), files, available)
+    console.print(table)
+
+
+@datasets_app.command("show")
+def datasets_show(
+    name: str = typer.Argument(..., help="data set name"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default: <name>_factors.png)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="UNTWINE_DATA"),
+    seed: int = typer.Option(0, help="seed of the base factor vector"),
+) -> None:
+    """Describe a data set and write a factor-variation sheet (one row per factor) to PNG."""
+    import torch
+
+    from untwine.data import get_dataset
+    from untwine.viz.datasets import factor_sheet
+
+    dataset = get_dataset(name, data_dir)
+    info = dataset.describe()
+    for key, value in info.items():
+        console.print(f"{key}: {value}")
+    out = out or Path(f"{name}_factors.png")
+    factor_sheet(dataset, torch.Generator().manual_seed(seed)).save(out)
+    console.print(f"factor-variation sheet: {out}")
+
+
+@datasets_app.command("render")
+def datasets_render(
+    name: str = typer.Argument("dsprites", help="data set to render (procedural ones only)"),
+    cache_dir: Optional[Path] = typer.Option(None, help="cache directory (default $UNTWINE_CACHE or ~/.cache/untwine)"),
+) -> None:
+    """Render a procedural data set into the cache (done automatically on first use)."""
+    import time
+
+    from untwine.data.registry import dataset_info
+
+    info = dataset_info(name)
+    if not info.procedural:
+        raise UntwineError(f"{name} has no procedural renderer; it is read from files")
+    start = time.perf_counter()
+    dataset = info.build(data_dir=None, source="procedural", cache_dir=cache_dir)
+    console.print(f"{name}: {len(dataset)} observations ready in {time.perf_counter() - start:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning every user error into one line on stderr and exit status 2."""
+    try:
+        result = app(args=argv, prog_name="untwine", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except UntwineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("interrupted: the last checkpoint is kept; continue with --resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # Typer/Click usage errors
+            if not exc.format_message():  # a group called without a command: its help was printed
+                return 0
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
+            return exc.exit_code or 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Data set names -> constructors. `untwine datasets list` shows them and where each expects its files."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import untwine.data.dsprites as _dsprites
+from untwine.data.base import FactorDataset
+from untwine.errors import InvalidInputError
+
+
+def default_data_dir() -> Path | None:
+    """The data directory: $UNTWINE_DATA if set (the CLI's --data-dir overrides it)."""
+    value = os.environ.get("UNTWINE_DATA")
+    return Path(value) if value else None
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    factor_names: tuple[str, ...]
+    factor_sizes: tuple[int, ...]
+    observation_shape: tuple[int, int, int]
+    files: tuple[str, ...]  # paths relative to the data directory
+    procedural: bool  # available without any file
+    build: Callable[..., FactorDataset]
+    description: str
+
+
+REGISTRY: dict[str, DatasetInfo] = {}
+
+
+def register(info: DatasetInfo, *aliases: str) -> None:
+    for key in (info.name, *aliases):
+        REGISTRY[key] = info
+
+
+register(
+    DatasetInfo(
+        name="dsprites",
+        factor_names=_dsprites.FACTOR_NAMES,
+        factor_sizes=_dsprites.FACTOR_SIZES,
+        observation_shape=(1, 64, 64),
+        files=(f"dsprites/{_dsprites.OFFICIAL_FILENAME}",),
+        procedural=True,
+        build=lambda data_dir=None, source="auto", cache_dir=None: _dsprites.dsprites_dataset(data_dir, source, cache_dir),
+        description="dSprites (reference dsprites_full): official file if present, else rendered offline",
+    ),
+    "dsprites_full",
+)
+
+
+def dataset_names() -> list[str]:
+    """Canonical names (aliases excluded), in registration order."""
+    seen: list[str] = []
+    for info in REGISTRY.values():
+        if info.name not in seen:
+            seen.append(info.name)
+    return seen
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise InvalidInputError(f"unknown data set {name!r}; known: {', '.join(dataset_names())}") from None
+
+
+def files_found(name: str, data_dir: str | Path | None = None) -> dict[str, bool]:
+    """For each file a data set reads: whether it is present under `data_dir` (or $UNTWINE_DATA)."""
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    info = dataset_info(name)
+    return {str((root or Path(".")) / f): root is not None and (root / f).exists() for f in info.files}
+
+
+def get_dataset(name: str, data_dir: str | Path | None = None, **options) -> FactorDataset:
+    """Build a data set by name. `data_dir` defaults to $UNTWINE_DATA."""
+    info = dataset_info(name)
+    if data_dir is None:
+        data_dir = default_data_dir()
+    return info.build(data_dir=data_dir, **options)

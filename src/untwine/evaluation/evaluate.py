@@ -1,0 +1,94 @@
+"""Run a set of metrics on a model or a run; results are flat, namespaced rows (DESIGN.md).
+
+Keys: `eval.<representation>.<metric>.<key>`, e.g. `eval.mean.mig.discrete_mig`. As in disentanglement_lib's
+`dlib_reproduce` (spec §0), every model is evaluated with the same evaluation seeds, so the metrics' sampling
+noise is shared across models (and between a model and its untrained self).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from untwine.errors import InvalidInputError
+from untwine.evaluation.representation import REPRESENTATIONS, representation
+from untwine.metrics import PROTOCOLS
+
+DEFAULT_METRICS = ("mig",)
+
+
+def metric_names(requested: Iterable[str] | str) -> list[str]:
+    """Expand "all" and validate names."""
+    if isinstance(requested, str):
+        requested = [r.strip() for r in requested.split(",") if r.strip()]
+    names: list[str] = []
+    for name in requested:
+        if name == "all":
+            names.extend(n for n in PROTOCOLS if n not in names)
+        elif name in PROTOCOLS:
+            if name not in names:
+                names.append(name)
+        else:
+            raise InvalidInputError(f"unknown metric {name!r}; known: {', '.join(PROTOCOLS)}, all")
+    return names
+
+
+def _generator(eval_seed: int, representation_name: str, metric: str, device) -> torch.Generator:
+    words = np.random.SeedSequence([eval_seed, REPRESENTATIONS.index(representation_name), *metric.encode()])
+    return torch.Generator(device=device).manual_seed(int(words.generate_state(1, dtype=np.uint64)[0] >> 1))
+
+
+def evaluate_model(
+    model,
+    dataset,
+    metrics: Iterable[str] | str = DEFAULT_METRICS,
+    representations: Sequence[str] = REPRESENTATIONS,
+    eval_seed: int = 0,
+    options: dict[str, dict] | None = None,
+) -> dict[str, float]:
+    """Evaluate `model` on `dataset`: {"eval.<rep>.<metric>.<key>": value, ...}.
+
+    options: per-metric keyword overrides of the reference defaults, e.g. {"mig": {"num_train": 2000}}.
+    """
+    names = metric_names(metrics)
+    for rep in representations:
+        if rep not in REPRESENTATIONS:
+            raise InvalidInputError(f"unknown representation {rep!r}; choose mean or sampled")
+    options = options or {}
+    results: dict[str, float] = {}
+    for rep in representations:
+        for name in names:
+            data_gen = _generator(eval_seed, rep, name, dataset.device)
+            noise_gen = _generator(eval_seed + 1, rep, name, next(model.parameters()).device)
+            start = time.perf_counter()
+            values = PROTOCOLS[name].evaluate(representation(model, rep, noise_gen), dataset, data_gen, **options.get(name, {}))
+            for key, value in values.items():
+                results[f"eval.{rep}.{name}.{key}"] = value
+            results[f"eval.{rep}.{name}.elapsed_s"] = time.perf_counter() - start
+    return results
+
+
+def evaluate_run(
+    run_dir,
+    metrics: Iterable[str] | str = DEFAULT_METRICS,
+    representations: Sequence[str] = REPRESENTATIONS,
+    untrained: bool = False,
+    eval_seed: int = 0,
+    options: dict[str, dict] | None = None,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Evaluate a run's final model (or, with `untrained`, the same network before training) and merge the
+    results into its results.json (untrained ones prefixed `untrained.`)."""
+    from untwine.runs import RunDir
+
+    run = RunDir(run_dir).require()
+    model = run.load_model("untrained" if untrained else "final", device=device)
+    dataset = run.load_dataset(device=device)
+    results = evaluate_model(model, dataset, metrics, representations, eval_seed, options)
+    if untrained:
+        results = {f"untrained.{k}": v for k, v in results.items()}
+    run.update_results(results)
+    return results

@@ -1,0 +1,74 @@
+"""Shared metric utilities, as disentanglement_lib's `metrics/utils.py` (spec §5.0).
+
+Array conventions here: codes are [N, d] floats and factors are [N, K] integer indices (points along axis 0;
+the reference transposes them, which changes nothing numerically).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import sklearn.metrics
+
+from untwine.errors import InvalidInputError
+
+
+def check_codes(codes, name: str = "codes", min_points: int = 2) -> np.ndarray:
+    """Validate a code matrix [N, d] of finite floats."""
+    codes = np.asarray(codes)
+    if codes.ndim != 2:
+        raise InvalidInputError(f"{name} must have shape [N, d], got {list(codes.shape)}")
+    if not (np.issubdtype(codes.dtype, np.floating) or np.issubdtype(codes.dtype, np.integer)):
+        raise InvalidInputError(f"{name} must be numeric, got dtype {codes.dtype}")
+    if codes.shape[0] < min_points:
+        raise InvalidInputError(f"{name} has {codes.shape[0]} points; at least {min_points} are needed")
+    if codes.shape[1] < 1:
+        raise InvalidInputError(f"{name} has no dimensions")
+    if not np.all(np.isfinite(codes)):
+        bad = np.argwhere(~np.isfinite(codes))[0]
+        raise InvalidInputError(f"{name} contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
+    return codes.astype(np.float64, copy=False)
+
+
+def check_factors(factors, num_points: int, name: str = "factors") -> np.ndarray:
+    """Validate a factor matrix [N, K] of integer indices matching `num_points` rows."""
+    factors = np.asarray(factors)
+    if factors.ndim != 2:
+        raise InvalidInputError(f"{name} must have shape [N, K], got {list(factors.shape)}")
+    if factors.shape[0] != num_points:
+        raise InvalidInputError(f"{name} has {factors.shape[0]} rows but the codes have {num_points}")
+    if factors.shape[1] < 1:
+        raise InvalidInputError(f"{name} has no columns")
+    if not np.issubdtype(factors.dtype, np.integer):
+        if np.issubdtype(factors.dtype, np.floating) and np.all(np.isfinite(factors)) and np.all(factors == np.round(factors)):
+            factors = factors.astype(np.int64)
+        else:
+            raise InvalidInputError(f"{name} must be integer factor indices, got dtype {factors.dtype}")
+    return factors
+
+
+def histogram_discretize(codes: np.ndarray, num_bins: int = 20) -> np.ndarray:
+    """Per code dimension: `num_bins` equal-width bins over the sample's [min, max], values 1..num_bins.
+
+    Exactly the reference's `_histogram_discretize` (np.histogram edges, then np.digitize on edges[:-1]).
+    """
+    if num_bins < 1:
+        raise InvalidInputError(f"num_bins must be >= 1, got {num_bins}")
+    out = np.zeros(codes.shape, dtype=np.int64)
+    for i in range(codes.shape[1]):
+        edges = np.histogram(codes[:, i], num_bins)[1]
+        out[:, i] = np.digitize(codes[:, i], edges[:-1])
+    return out
+
+
+def discrete_mutual_info(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """m[i, k] = plug-in MI (nats) between discrete code i and factor k (sklearn.metrics.mutual_info_score)."""
+    m = np.zeros((codes.shape[1], factors.shape[1]))
+    for i in range(codes.shape[1]):
+        for k in range(factors.shape[1]):
+            m[i, k] = sklearn.metrics.mutual_info_score(factors[:, k], codes[:, i])
+    return m
+
+
+def discrete_entropy(factors: np.ndarray) -> np.ndarray:
+    """H[k] = empirical entropy (nats) of the sampled values of factor k (not log n_k)."""
+    return np.array([sklearn.metrics.mutual_info_score(factors[:, k], factors[:, k]) for k in range(factors.shape[1])])

@@ -1,0 +1,109 @@
+"""The run directory (DESIGN.md): everything one training run writes, and how to read it back.
+
+    runs/<run>/config.toml     the resolved config (everything needed to rerun)
+              checkpoints/     step-*/ (rolling), latest, final/  (safetensors + state.json)
+              log.jsonl, tb/   training curves
+              results.json     flat namespaced results: train.*, eval.<representation>.<metric>.<key>,
+                               and untrained.eval.* for the same network before training
+              figures/         reconstructions.png, samples.png, traversals.png, traversals.gif, ...
+              report.html      everything above on one page
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from untwine.config import TrainConfig
+from untwine.data import FactorDataset, get_dataset
+from untwine.errors import CheckpointError, InvalidInputError
+from untwine.nn import GaussianVAE
+from untwine.seeding import make_generator
+from untwine.training.checkpoint import CheckpointDir, atomic_write_text, load_weights
+from untwine.training.logging import read_jsonl
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_path = self.path / "config.toml"
+        self.checkpoints_dir = self.path / "checkpoints"
+        self.log_path = self.path / "log.jsonl"
+        self.tb_dir = self.path / "tb"
+        self.results_path = self.path / "results.json"
+        self.figures_dir = self.path / "figures"
+        self.report_path = self.path / "report.html"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def checkpoints(self) -> CheckpointDir:
+        return CheckpointDir(self.checkpoints_dir)
+
+    def exists(self) -> bool:
+        return self.config_path.exists()
+
+    def require(self) -> "RunDir":
+        if not self.exists():
+            raise InvalidInputError(f"{self.path} is not a run directory (no config.toml)")
+        return self
+
+    def config(self) -> TrainConfig:
+        return TrainConfig.read(self.require().config_path)
+
+    def read_config(self) -> dict:
+        return self.config().model_dump()
+
+    def read_log(self) -> list[dict]:
+        return read_jsonl(self.log_path)
+
+    def read_results(self) -> dict:
+        if not self.results_path.exists():
+            return {}
+        try:
+            return json.loads(self.results_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"corrupt results file {self.results_path}: {exc}") from None
+
+    def update_results(self, values: dict) -> dict:
+        """Merge `values` into results.json (atomically) and return the merged dict."""
+        results = {**self.read_results(), **values}
+        atomic_write_text(self.results_path, json.dumps(results, indent=1, sort_keys=True))
+        return results
+
+    def checkpoint_path(self, which: str = "final") -> Path:
+        if which == "final":
+            path = self.checkpoints.final
+        elif which == "latest":
+            path = self.checkpoints.latest()
+        else:
+            raise InvalidInputError(f"unknown checkpoint {which!r}; choose final or latest")
+        if path is None or not path.exists():
+            raise CheckpointError(f"{self.path} has no {which} checkpoint (has training finished?)")
+        return path
+
+    def build_model(self, config: TrainConfig | None = None) -> GaussianVAE:
+        """The run's network as initialised before training (same seed, same weights)."""
+        config = config or self.config()
+        dataset_shape = self.observation_shape(config)
+        return GaussianVAE(dataset_shape, config.latent_dim, config.architecture, make_generator(config.seed, "init"))
+
+    def observation_shape(self, config: TrainConfig) -> tuple[int, int, int]:
+        from untwine.data.registry import dataset_info
+
+        return dataset_info(config.dataset).observation_shape
+
+    def load_model(self, which: str = "final", device: str | torch.device = "cpu") -> GaussianVAE:
+        """The trained network in eval mode; which = "final", "latest" or "untrained"."""
+        model = self.build_model()
+        if which != "untrained":
+            load_weights(model, self.checkpoint_path(which))
+        return model.to(device).eval()
+
+    def load_dataset(self, device: str | torch.device = "cpu") -> FactorDataset:
+        config = self.config()
+        return get_dataset(config.dataset, config.data_dir, source=config.dataset_source).to(device)
