@@ -150,6 +150,7 @@ def demo(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="UNTWINE_DATA", help="where data files live"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted demo run"),
+    eval_points: int = typer.Option(10_000, help="points for MIG (the reference uses 10000)"),
 ) -> None:
     """The main job: train a beta-VAE on dSprites (rendered offline), evaluate it, write report.html."""
     from untwine.evaluation import evaluate_run
@@ -165,9 +166,10 @@ def demo(
         console.print(f"{out} already holds a finished run; evaluating it again (use another --out for a new one)")
     else:
         _train(config, out, resume)
-    console.print("evaluating MIG (10,000 points, mean and sampled) of the trained and the untrained network ...")
-    results = evaluate_run(out, ["mig"], device=device)
-    results.update(evaluate_run(out, ["mig"], untrained=True, device=device))
+    console.print(f"evaluating MIG ({eval_points} points, mean and sampled) of the trained and the untrained network")
+    options = {"mig": {"num_train": eval_points}}
+    results = evaluate_run(out, ["mig"], options=options, device=device)
+    results.update(evaluate_run(out, ["mig"], untrained=True, options=options, device=device))
     path = write_report(run, regenerate_figures=True)
     table = Table(title=f"MIG on {config.dataset} ({steps} steps, beta={beta})")
     for column in ("representation", "untrained", "trained"):

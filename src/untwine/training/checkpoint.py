@@ -45,7 +45,8 @@ def _fsync_file(path: Path) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file via a temporary file, fsync and rename."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; results are meant to be read by others
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

@@ -166,10 +166,6 @@ def samples(model: torch.nn.Module, n: int = 64, generator: torch.Generator | No
     return square_grid(to_uint8(decode_images(model, z)), pad=pad)
 
 
-def _label_font(size: int = 12) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    return ImageFont.load_default(size=size)
-
-
 def _format_value(value: float) -> str:
     return f"{round(value, 4) + 0.0:.2g}"  # + 0.0 turns -0.0 into 0
 
@@ -204,7 +200,7 @@ def _annotate(grid: np.ndarray, row_labels: list[str], col_labels: list[str], ce
     canvas = Image.new("RGB", (grid.shape[1] + left, grid.shape[0] + top), (WHITE, WHITE, WHITE))
     canvas.paste(Image.fromarray(grid), (left, top))
     draw = ImageDraw.Draw(canvas)
-    font = _label_font()
+    font = ImageFont.load_default(size=12)
     for i, label in enumerate(row_labels):
         draw.text((left - 6, top + i * cell_h + (cell_h - 2) // 2), label, fill=(40, 40, 40), font=font, anchor="rm")
     for j, label in enumerate(col_labels):

@@ -20,6 +20,7 @@ from untwine.data import FactorDataset
 from untwine.errors import UntwineError
 from untwine.runs import RunDir
 from untwine.seeding import make_generator
+from untwine.training.checkpoint import atomic_write_text
 from untwine.viz.images import reconstructions, samples, save_gif, save_png, traversal_frames, traversal_grid
 from untwine.viz.plots import training_curves
 
@@ -42,13 +43,13 @@ FIGURES = {
     ),
     "traversals": (
         "traversals.png", "Latent traversals",
-        "Start from the encoder mean of one data set image. Row zi: latent dimension i is replaced by the value "
-        "above the column (-1 to 1); all other dimensions keep their value.",
+        "Traversals around the encoder mean of one data set image: in row zi, latent dimension i is replaced by "
+        "the value above the column (-1 to 1); the other dimensions keep their value.",
     ),
     "traversals_gif": (
         "traversals.gif", "Animated traversals",
-        "Same base code. Each tile animates one latent dimension (z0 top left, then row by row) along a triangle "
-        "wave over [-2, 2] that starts at the dimension's base value; 20 frames at 10 frames per second.",
+        "The same base code, animated: each tile moves one latent dimension (z0 top left, then row by row) along "
+        "a triangle wave over [-2, 2] that starts at the dimension's base value; 20 frames at 10 frames per second.",
     ),
 }
 
@@ -102,22 +103,23 @@ def write_figures(run_dir: RunDir | str | Path, model: torch.nn.Module | None = 
 # HTML
 
 
-def _fmt(value) -> str:
-    """A value as short text: floats with 4 significant digits, containers as JSON, None as a dash."""
+def _fmt(value, exact: bool = False) -> str:
+    """A value as short text: floats with 4 significant digits (all of them if `exact`), containers as JSON,
+    None as a dash."""
     if value is None:
         return "\u2014"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
+        return f"{value:.4g}" if math.isfinite(value) and not exact else repr(value)
     if isinstance(value, (list, tuple, dict)):
         text = json.dumps(value)
         return text if len(text) <= 200 else text[:197] + "..."
     return str(value)
 
 
-def _esc(value) -> str:
-    return html.escape(_fmt(value))
+def _esc(value, exact: bool = False) -> str:
+    return html.escape(_fmt(value, exact))
 
 
 def _flatten(mapping: dict, prefix: str = "") -> dict:
@@ -142,9 +144,18 @@ def _read_config(run: RunDir) -> dict:
             return {}
 
 
-def _key_value_table(items: dict, css_class: str = "kv") -> str:
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_esc(v)}</td></tr>" for k, v in items.items())
-    return f'<table class="{css_class}">{rows}</table>'
+def _key_value_table(items: dict, exact: bool = False) -> str:
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_esc(v, exact)}</td></tr>" for k, v in items.items())
+    return f'<table class="kv">{rows}</table>'
+
+
+def _key_value_columns(items: dict, exact: bool = False, per_column: int = 10) -> str:
+    """Long key/value lists as tables side by side (wrapping on narrow screens)."""
+    keys = list(items)
+    count = max(1, -(-len(keys) // per_column))
+    size = -(-len(keys) // count)
+    tables = [_key_value_table({k: items[k] for k in keys[i:i + size]}, exact) for i in range(0, len(keys), size)]
+    return f'<div class="kv-columns">{"".join(tables)}</div>'
 
 
 def metric_table(results: dict) -> str:
@@ -154,21 +165,20 @@ def metric_table(results: dict) -> str:
     untrained = {k[len("untrained.eval."):]: v for k, v in results.items() if k.startswith("untrained.eval.")}
     if not trained and not untrained:
         return '<p class="note">No evaluation results yet (results.json has no eval.* keys).</p>'
-    groups: dict[str, dict[str, list[str]]] = {}
+    groups: dict[str, dict[str, list[tuple[str, str]]]] = {}  # representation -> metric -> [(key, name)]
     for name in sorted(set(trained) | set(untrained)):
         representation, metric, key = (name.split(".", 2) + ["", ""])[:3]
-        groups.setdefault(representation, {}).setdefault(metric, []).append(name)
+        groups.setdefault(representation, {}).setdefault(metric, []).append((key, name))
     order = sorted(groups, key=lambda r: ({"mean": 0, "sampled": 1}.get(r, 2), r))
     show_untrained = bool(untrained)
     parts = []
     for representation in order:
         head = "<th>Metric</th><th>Score</th><th>Trained</th>" + ("<th>Untrained</th>" if show_untrained else "")
         rows = []
-        for metric, names in groups[representation].items():
+        for metric, entries in groups[representation].items():
             label = METRIC_NAMES.get(metric, metric.replace("_", " "))
-            for i, name in enumerate(names):
-                key = name.split(".", 2)[2] if name.count(".") >= 2 else ""
-                first = f'<td class="metric" rowspan="{len(names)}">{html.escape(label)}</td>' if i == 0 else ""
+            for i, (key, name) in enumerate(entries):
+                first = f'<td class="metric" rowspan="{len(entries)}">{html.escape(label)}</td>' if i == 0 else ""
                 cells = f'<td class="num">{_esc(trained.get(name))}</td>'
                 if show_untrained:
                     cells += f'<td class="num untrained">{_esc(untrained.get(name))}</td>'
@@ -204,7 +214,8 @@ h1 { font-size: 26px; margin: 8px 0 0; }
 .run { font: 600 17px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; color: #1f5fa8; margin: 2px 0 4px; }
 .meta { color: #5a6475; margin: 0 0 12px; }
 nav { font-size: 14px; margin: 10px 0 4px; }
-nav a { color: #1f5fa8; margin-right: 14px; text-decoration: none; }
+nav a { color: #1f5fa8; margin-right: 14px; text-decoration: none; white-space: nowrap; }
+.kv-columns { display: flex; flex-wrap: wrap; gap: 0 24px; align-items: flex-start; }
 h2 { font-size: 20px; margin: 32px 0 10px; padding-bottom: 4px; border-bottom: 1px solid #dde1e7; }
 h3 { font-size: 15px; margin: 18px 0 6px; color: #3a4456; }
 table { border-collapse: collapse; font-size: 14px; margin: 4px 0 8px; }
@@ -228,14 +239,14 @@ def render_report(name: str, config: dict, results: dict, figures: dict[str, Pat
     """The report as an HTML string (see `write_report`)."""
     flat_config = _flatten(config)
     summary = " \u00b7 ".join(
-        f"{html.escape(k)} {_esc(flat_config[k])}"
+        f"{html.escape(k)} {_esc(flat_config[k], exact=True)}"
         for k in ("method", "beta", "dataset", "latent_dim", "steps") if k in flat_config
     )
     training = {k[len("train."):]: v for k, v in results.items() if k.startswith("train.")}
     other = {k: v for k, v in results.items()
              if not k.startswith(("train.", "eval.", "untrained.eval."))}
     sections = [
-        ("config", "Configuration", _key_value_table(flat_config) if flat_config
+        ("config", "Configuration", _key_value_columns(flat_config, exact=True) if flat_config
          else '<p class="note">No config.toml.</p>'),
         ("metrics", "Disentanglement metrics",
          '<p class="meta">Trained: the final network; untrained: the same network at initialisation.</p>'
@@ -248,7 +259,7 @@ def render_report(name: str, config: dict, results: dict, figures: dict[str, Pat
     for figure_name, (_, heading, caption) in FIGURES.items():
         sections.append((figure_name, heading,
                          _figure(figures[figure_name], heading, caption, figure_name != "training_curves")))
-    nav = "".join(f'<a href="#{anchor}">{html.escape(heading)}</a>' for anchor, heading, _ in sections)
+    nav = " ".join(f'<a href="#{anchor}">{html.escape(heading)}</a>' for anchor, heading, _ in sections)
     body = "".join(f'<section id="{anchor}"><h2>{html.escape(heading)}</h2>{content}</section>'
                    for anchor, heading, content in sections)
     title = f"untwine report \u2014 {name}"
@@ -272,7 +283,5 @@ def write_report(run_dir: RunDir | str | Path, regenerate_figures: bool = False)
     if regenerate_figures or not all(path.exists() for path in figures.values()):
         figures = write_figures(run)
     text = render_report(run.path.name, _read_config(run), run.read_results(), figures)
-    tmp = run.report_path.with_name(run.report_path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(run.report_path)  # readers never see a half-written report
+    atomic_write_text(run.report_path, text)  # readers never see a half-written report
     return run.report_path

@@ -1,0 +1,74 @@
+import json
+
+import pytest
+
+from untwine.cli import main
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--out", "x", "--steps", "abc"], "--steps"),
+        (["train", "--out", "x", "--method", "nope"], "unknown method 'nope'"),
+        (["train", "--out", "x", "--dataset", "nope"], "unknown data set 'nope'"),
+        (["train", "--out", "x", "--beta", "-1"], "beta"),
+        (["train"], "--out"),
+        (["evaluate", "no/such/run"], "not a run directory"),
+        (["report", "no/such/run"], "not a run directory"),
+        (["datasets", "show", "nope"], "unknown data set"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_bad_arguments_give_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert err.count("\n") == 1, f"one line, got: {err!r}"
+    assert "Traceback" not in err
+
+
+def test_every_command_has_help(capsys):
+    for argv in (["--help"], ["demo", "--help"], ["train", "--help"], ["evaluate", "--help"], ["report", "--help"],
+                 ["datasets", "--help"], ["datasets", "list", "--help"], ["datasets", "show", "--help"],
+                 ["datasets", "render", "--help"]):
+        assert main(argv) == 0
+        assert "Usage" in capsys.readouterr().out
+
+
+def test_datasets_list_and_show(capsys, tmp_path):
+    assert main(["datasets", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "dsprites" in out and "procedural" in out
+    sheet = tmp_path / "sheet.png"
+    assert main(["datasets", "show", "dsprites", "-o", str(sheet)]) == 0
+    from PIL import Image
+
+    with Image.open(sheet) as image:
+        assert image.width > 16 * 64 and image.height >= 5 * 64  # 5 factor rows of up to 16 images
+
+
+def test_train_evaluate_report(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--steps", "6", "--log-every", "2", "--beta", "4"]) == 0
+    assert main(["train", "--out", str(run), "--steps", "6"]) == 2  # refuses to overwrite
+    assert "--resume" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--num-points", "500", "--untrained"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    for prefix in ("", "untrained."):
+        for rep in ("mean", "sampled"):
+            assert 0.0 <= results[f"{prefix}eval.{rep}.mig.discrete_mig"] <= 1.0
+    assert main(["evaluate", str(run), "--metrics", "nope"]) == 2
+    assert main(["report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    assert "data:image/gif;base64" in html and "discrete_mig" in html
+
+
+def test_demo_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--steps", "20", "--eval-points", "1000"]) == 0
+    printed = capsys.readouterr().out
+    assert "report:" in printed and "untrained" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert {"eval.mean.mig.discrete_mig", "untrained.eval.mean.mig.discrete_mig", "train.global_step"} <= set(results)
+    assert (out / "report.html").exists() and (out / "figures" / "traversals.gif").exists()

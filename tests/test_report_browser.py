@@ -1,0 +1,116 @@
+"""Open a generated report.html in headless Chromium (Debian's /usr/bin/chromium + chromedriver, via Selenium).
+
+Skipped when Chromium, chromedriver or Selenium is missing, unless UNTWINE_REQUIRE_BROWSER=1 (then it fails).
+Selenium Manager never runs: the driver path is given explicitly and SE_OFFLINE=true.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from untwine.config import TrainConfig
+from untwine.data import StoredDataset
+from untwine.nn import GaussianVAE
+from untwine.runs import RunDir
+from untwine.training.checkpoint import save_checkpoint
+from untwine.viz import write_figures, write_report
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+RUN_NAME = "browser-run"
+NUM_IMAGES = 5  # training curves, reconstructions, samples, traversal grid, animated traversal
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("UNTWINE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"UNTWINE_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
+def _make_report(path: Path) -> Path:
+    """A finished run by hand (config, final checkpoint, log, results) and its report."""
+    model = GaussianVAE((1, 64, 64), 10, generator=torch.Generator().manual_seed(0)).eval()
+    with torch.no_grad():
+        model.decoder.deconv[-1].weight.mul_(300.0)  # make the untrained images vary with z
+    g = torch.Generator().manual_seed(0)
+    storage = (torch.rand(12, 1, 64, 64, generator=g) > 0.8).to(torch.uint8) * 255
+    dataset = StoredDataset("tiny", storage, (3, 4), ("a", "b"), (1, 64, 64))
+    run = RunDir(path)
+    run.path.mkdir(parents=True)
+    TrainConfig(steps=300, log_every=100).write(run.config_path)
+    save_checkpoint(run.checkpoints_dir / "final", model, {}, {}, 300)
+    log = [{"step": s, "loss": 300 / s, "reconstruction_loss": 250 / s, "kl_loss": 3.0, "regularizer": 3.0,
+            "elbo": -280 / s} for s in (100, 200, 300)]
+    run.log_path.write_text("".join(json.dumps(r) + "\n" for r in log))
+    run.results_path.write_text(json.dumps({
+        "train.steps": 300, "eval.mean.mig.discrete_mig": 0.2134, "untrained.eval.mean.mig.discrete_mig": 0.03125,
+    }))
+    write_figures(run, model=model, dataset=dataset)
+    return write_report(run)
+
+
+@pytest.fixture()
+def driver(tmp_path, monkeypatch):
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _unavailable("selenium is not installed")
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            _unavailable(f"{path} is missing (apt-get install chromium chromium-driver)")
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--disable-dev-shm-usage", "--window-size=1280,1600", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
+    browser = webdriver.Chrome(service=service, options=options)
+    browser.set_page_load_timeout(30)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+        shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_report_renders_in_chromium(tmp_path, driver):
+    report = _make_report(tmp_path / RUN_NAME)
+    driver.get(report.resolve().as_uri())
+
+    assert driver.title == f"untwine report \u2014 {RUN_NAME}"
+    assert driver.execute_script("return document.readyState") == "complete"
+    assert "MIG" in driver.find_element("id", "metrics").text
+
+    severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert severe == []
+
+    images = driver.execute_script(
+        "return Array.from(document.images).map(i => "
+        "({complete: i.complete, width: i.naturalWidth, height: i.naturalHeight, src: i.src.slice(0, 22)}))"
+    )
+    assert len(images) == NUM_IMAGES
+    for image in images:
+        assert image["complete"] and image["width"] > 0 and image["height"] > 0, image
+        assert image["src"].startswith("data:image/"), image
+    fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert all(name.startswith("data:") for name in fetched), fetched  # nothing from the network or disk
+
+    shot = tmp_path / "report.png"
+    assert driver.save_screenshot(str(shot))
+    with Image.open(shot) as image:
+        assert image.format == "PNG" and image.width >= 1000 and image.height >= 1000
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+        assert colours is not None and len(colours) > 50  # text, tables and figures, not a blank page
