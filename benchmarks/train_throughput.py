@@ -68,7 +68,7 @@ def main() -> None:
         "channels_last_over_nchw": ratio,
         "approx_gflops_channels_last": results["channels_last"]["steps_per_second_median"] * flops_per_step / 1e9,
     }
-    path = save(f"train_throughput_{args.device.split(':')[0]}", payload)
+    path = save(f"train_throughput_{args.device.split(':')[0]}_{torch.get_num_threads()}threads", payload)
     for name, r in results.items():
         print(f"{name:14s} {r['steps_per_second_median']:6.2f} steps/s (median), {r['steps_per_cpu_second_median']:6.2f} steps/CPU-s")
     print(f"channels_last / nchw = {ratio:.2f}; load average {info['load_average_1_5_15']}; -> {path}")
