@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from untwine.errors import InvalidInputError
 
@@ -52,6 +52,12 @@ class TrainConfig(BaseModel):
             raise ValueError(f"unknown architecture {value!r}; choose conv or fc")
         return value
 
+    @model_validator(mode="after")
+    def _vae_has_beta_one(self) -> "TrainConfig":
+        if self.method == "vae" and self.beta != 1.0:
+            raise ValueError("method 'vae' is beta-VAE with beta = 1; use method 'beta_vae' for other betas")
+        return self
+
     @classmethod
     def build(cls, **values) -> "TrainConfig":
         """Validate, turning pydantic's report into one clear line."""
@@ -79,7 +85,7 @@ class TrainConfig(BaseModel):
 def _one_line(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "config"
+        where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}")
+        parts.append(f"{where}: {msg}" if where else msg)
     return "invalid config: " + "; ".join(parts)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from untwine.config import TrainConfig
-from untwine.data import FactorDataset, get_dataset
+from untwine.data import FactorDataset, dataset_info, get_dataset
 from untwine.errors import CheckpointError, InvalidInputError
 from untwine.nn import GaussianVAE
 from untwine.seeding import make_generator
@@ -89,13 +89,8 @@ class RunDir:
     def build_model(self, config: TrainConfig | None = None) -> GaussianVAE:
         """The run's network as initialised before training (same seed, same weights)."""
         config = config or self.config()
-        dataset_shape = self.observation_shape(config)
-        return GaussianVAE(dataset_shape, config.latent_dim, config.architecture, make_generator(config.seed, "init"))
-
-    def observation_shape(self, config: TrainConfig) -> tuple[int, int, int]:
-        from untwine.data.registry import dataset_info
-
-        return dataset_info(config.dataset).observation_shape
+        shape = dataset_info(config.dataset).observation_shape
+        return GaussianVAE(shape, config.latent_dim, config.architecture, make_generator(config.seed, "init"))
 
     def load_model(self, which: str = "final", device: str | torch.device = "cpu") -> GaussianVAE:
         """The trained network in eval mode; which = "final", "latest" or "untrained"."""

@@ -21,6 +21,7 @@ from untwine.errors import InvalidInputError, TrainingDivergedError
 from untwine.methods import beta_vae_loss
 from untwine.runs import RunDir
 from untwine.seeding import make_generator
+from untwine.training.checkpoint import load_checkpoint
 from untwine.training.logging import TrainingLog
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
@@ -83,7 +84,7 @@ class Trainer:
             if self.run.exists() and self.run.config() != self.config:
                 raise InvalidInputError(f"{self.run.path} holds a run with a different config; cannot resume it")
             if latest is not None:
-                state = checkpoints_load(checkpoints, latest, self)
+                state = load_checkpoint(latest, self.model, {"vae": self.optimizer}, self.generators)
                 self.step, self.elapsed = state["step"], state.get("elapsed_s", 0.0)
         elif latest is not None or checkpoints.final.exists():
             raise InvalidInputError(f"{self.run.path} already holds a run: use --resume to continue it, or another --out")
@@ -162,12 +163,6 @@ class Trainer:
             summary.update({f"train.{k}": v for k, v in last.items() if k not in ("step", "elapsed_s")})
         self.run.update_results(summary)
         return summary
-
-
-def checkpoints_load(checkpoints, directory, trainer: Trainer) -> dict:
-    from untwine.training.checkpoint import load_checkpoint
-
-    return load_checkpoint(directory, trainer.model, {"vae": trainer.optimizer}, trainer.generators)
 
 
 def train(config: TrainConfig, out: str, resume: bool = False, progress: ProgressFn | None = None) -> RunDir:
