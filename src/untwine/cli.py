@@ -103,15 +103,16 @@ def evaluate(
     metrics: str = typer.Option("mig", help="comma-separated metric names, or all"),
     representation: str = typer.Option("mean,sampled", help="mean, sampled, or both (comma-separated)"),
     untrained: bool = typer.Option(False, help="also evaluate the same network before training"),
-    num_points: Optional[int] = typer.Option(None, help="override the reference's number of points"),
+    num_points: Optional[int] = typer.Option(None, help="quick look: shrink every metric's sample sizes to this (not the reference protocol)"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
 ) -> None:
     """Score a trained run with disentanglement metrics; results go to <run>/results.json."""
     from untwine.evaluation import evaluate_run, metric_names
+    from untwine.evaluation.evaluate import scaled_options
 
     names = metric_names(metrics)
     reps = [r.strip() for r in representation.split(",") if r.strip()]
-    options = {name: {"num_train": num_points} for name in names} if num_points else None
+    options = {name: scaled_options(name, num_points) for name in names} if num_points else None
     results = evaluate_run(run, names, reps, options=options, device=device)
     if untrained:
         results.update(evaluate_run(run, names, reps, untrained=True, options=options, device=device))

@@ -7,6 +7,7 @@ noise is shared across models (and between a model and its untrained self).
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterable, Sequence
 
@@ -34,6 +35,23 @@ def metric_names(requested: Iterable[str] | str) -> list[str]:
         else:
             raise InvalidInputError(f"unknown metric {name!r}; known: {', '.join(PROTOCOLS)}, all")
     return names
+
+
+def scaled_options(name: str, num_points: int) -> dict:
+    """Options that shrink a metric's sample sizes for a quick look: training-set sizes become `num_points`
+    (a list of sizes keeps those <= num_points), test/eval sets `num_points // 2`. Not the reference protocol."""
+    if num_points < 2:
+        raise InvalidInputError(f"num_points must be at least 2, got {num_points}")
+    options = {}
+    for param in inspect.signature(PROTOCOLS[name]).parameters.values():
+        if param.name in ("num_train", "num_variance_estimate"):
+            if isinstance(param.default, (tuple, list)):
+                options[param.name] = tuple(n for n in param.default if n <= num_points) or (num_points,)
+            else:
+                options[param.name] = num_points
+        elif param.name in ("num_test", "num_eval"):
+            options[param.name] = max(num_points // 2, 1)
+    return options
 
 
 def _generator(eval_seed: int, representation_name: str, metric: str, device) -> torch.Generator:
@@ -64,7 +82,7 @@ def evaluate_model(
             data_gen = _generator(eval_seed, rep, name, dataset.device)
             noise_gen = _generator(eval_seed + 1, rep, name, next(model.parameters()).device)
             start = time.perf_counter()
-            values = PROTOCOLS[name].evaluate(representation(model, rep, noise_gen), dataset, data_gen, **options.get(name, {}))
+            values = PROTOCOLS[name](representation(model, rep, noise_gen), dataset, data_gen, **options.get(name, {}))
             for key, value in values.items():
                 results[f"eval.{rep}.{name}.{key}"] = value
             results[f"eval.{rep}.{name}.elapsed_s"] = time.perf_counter() - start

@@ -1,0 +1,201 @@
+"""DCI: disentanglement, completeness, informativeness (Eastwood & Williams 2018, sec. 3); spec §5.4.
+
+With R the d x K importance matrix (R[i, k]: importance of code i for predicting factor k):
+
+    D = sum_i rho_i (1 - H_K(P_i.)),   P_ik = R_ik / sum_k R_ik,   rho_i = sum_k R_ik / sum_ik R_ik   (eqs. 1-2)
+    C = sum_k w_k (1 - H_d(R_.k / sum_i R_ik)),   w_k = sum_i R_ik / sum_ik R_ik                      (eq. 3)
+
+As disentanglement_lib (spec §5.4, §10 item 13): per factor one sklearn `GradientBoostingClassifier()` with default
+settings on the raw (unstandardised) training codes; R = |feature_importances_| (impurity importances, each column
+sums to 1); entropies in bases K (D) and d (C) with +1e-11 added to R; uniform weights if R is all zero;
+"informativeness" is the mean classification *accuracy* over factors (not the paper's error), on train and test.
+
+Deliberate differences from the reference:
+- each GBT gets a random_state derived deterministically from `random_state` (the reference leaves it None; it only
+  breaks ties between equally good splits), so results are reproducible and do not depend on `n_jobs`;
+- codes are handed to the GBT as float32, which sklearn's trees convert them to anyway (identical numbers);
+- with K = 1 (D) or d = 1 (C) the normalised entropy of a single outcome is taken as 0 (the reference divides by
+  log 1 and returns NaN);
+- `importance="lightgbm"` (opt-in, needs `pip install lightgbm`) is a faster estimator that gives DIFFERENT
+  numbers: LightGBM gain importances, each column normalised to sum 1, accuracy of the LightGBM classifier.
+Result keys: `disentanglement`, `completeness`, `informativeness_train`, `informativeness_test`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from joblib import Parallel, delayed
+
+from untwine.errors import InvalidInputError
+from untwine.metrics.predictors import fit_quietly, gradient_boosting_classifier, sklearn_seed
+from untwine.metrics.utils import check_codes, check_factors
+
+NAME = "dci"
+DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "importance": "gbt"}  # reference batch_size 16 only chunks
+IMPORTANCES = ("gbt", "lightgbm")
+SMOOTHING = 1e-11
+
+
+def check_train_test(codes_train, factors_train, codes_test, factors_test):
+    """Validate a train/test pair of (codes [N, d], factors [N, K]); d and K must agree between the two."""
+    codes_train = check_codes(codes_train, "codes_train")
+    factors_train = check_factors(factors_train, codes_train.shape[0], "factors_train")
+    codes_test = check_codes(codes_test, "codes_test", min_points=1)
+    factors_test = check_factors(factors_test, codes_test.shape[0], "factors_test")
+    if codes_test.shape[1] != codes_train.shape[1]:
+        raise InvalidInputError(
+            f"codes_test has {codes_test.shape[1]} dimensions but codes_train has {codes_train.shape[1]}"
+        )
+    if factors_test.shape[1] != factors_train.shape[1]:
+        raise InvalidInputError(
+            f"factors_test has {factors_test.shape[1]} factors but factors_train has {factors_train.shape[1]}"
+        )
+    return codes_train, factors_train, codes_test, factors_test
+
+
+def check_classes(factors_train: np.ndarray, name: str = "factors_train") -> None:
+    """Every factor must take at least two values in the training set (a classifier needs two classes)."""
+    single = [k for k in range(factors_train.shape[1]) if np.unique(factors_train[:, k]).size < 2]
+    if single:
+        raise InvalidInputError(
+            f"{name} column(s) {single} take a single value in this sample; a classifier needs at least two classes"
+        )
+
+
+def _normalised_entropy(p: np.ndarray, base: int) -> np.ndarray:
+    """Entropy (base `base`) of each column of `p` after normalising it to sum 1, as scipy.stats.entropy."""
+    p = p / p.sum(axis=0, keepdims=True)
+    if base < 2:
+        return np.zeros(p.shape[1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log(p), 0.0)
+    return -terms.sum(axis=0) / np.log(base)
+
+
+def _check_matrix(r) -> np.ndarray:
+    r = np.asarray(r, dtype=np.float64)
+    if r.ndim != 2 or r.shape[0] < 1 or r.shape[1] < 1:
+        raise InvalidInputError(f"the importance matrix must have shape [d, K], got {list(r.shape)}")
+    if not np.all(np.isfinite(r)) or np.any(r < 0):
+        raise InvalidInputError("the importance matrix must be finite and non-negative")
+    return r
+
+
+def _weights(r: np.ndarray, axis: int) -> np.ndarray:
+    if r.sum() == 0.0:
+        r = np.ones_like(r)
+    return r.sum(axis=axis) / r.sum()
+
+
+def disentanglement(r) -> float:
+    """D from a d x K importance matrix (eqs. 1-2): code-importance-weighted mean of 1 - H_K(row)."""
+    r = _check_matrix(r)
+    per_code = 1.0 - _normalised_entropy(r.T + SMOOTHING, r.shape[1])
+    return float(np.sum(per_code * _weights(r, axis=1)))
+
+
+def completeness(r) -> float:
+    """C from a d x K importance matrix (eq. 3): factor-importance-weighted mean of 1 - H_d(column)."""
+    r = _check_matrix(r)
+    per_factor = 1.0 - _normalised_entropy(r + SMOOTHING, r.shape[0])
+    return float(np.sum(per_factor * _weights(r, axis=0)))
+
+
+def _fit_gbt(x_train, y_train, x_test, y_test, seed):
+    model = fit_quietly(gradient_boosting_classifier(seed), x_train, y_train)
+    importance = np.abs(model.feature_importances_)
+    return importance, np.mean(model.predict(x_train) == y_train), np.mean(model.predict(x_test) == y_test)
+
+
+def _fit_lightgbm(x_train, y_train, x_test, y_test, seed):
+    import lightgbm
+
+    model = lightgbm.LGBMClassifier(importance_type="gain", random_state=seed, n_jobs=1, verbose=-1)
+    model.fit(x_train, y_train)
+    importance = np.abs(np.asarray(model.feature_importances_, dtype=np.float64))
+    if importance.sum() > 0:
+        importance = importance / importance.sum()
+    return importance, np.mean(model.predict(x_train) == y_train), np.mean(model.predict(x_test) == y_test)
+
+
+def _factor_seeds(random_state, num_factors: int) -> list:
+    if random_state is None:
+        return [None] * num_factors
+    return [int(s) for s in np.random.RandomState(random_state).randint(2**31 - 1, size=num_factors)]
+
+
+def importance_matrix(
+    codes_train, factors_train, codes_test, factors_test, importance: str = "gbt", random_state=None, n_jobs=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(R [d, K], train accuracy [K], test accuracy [K]): one classifier per factor, fitted in parallel.
+
+    `n_jobs`: joblib workers (None: all cores, capped at K; joblib's default process pool, whose start-up costs a
+    few seconds once per process; use `joblib.parallel_backend` to choose another). Factor k's fit gets its own
+    seed derived from `random_state`, so the result does not depend on `n_jobs` or the backend.
+    """
+    codes_train, factors_train, codes_test, factors_test = check_train_test(
+        codes_train, factors_train, codes_test, factors_test
+    )
+    check_classes(factors_train)
+    if importance == "gbt":
+        fit = _fit_gbt
+    elif importance == "lightgbm":
+        try:
+            import lightgbm  # noqa: F401
+        except ImportError as error:
+            raise InvalidInputError("importance='lightgbm' needs LightGBM: pip install lightgbm") from error
+        fit = _fit_lightgbm
+    else:
+        raise InvalidInputError(f"unknown importance estimator {importance!r}; choose {', '.join(IMPORTANCES)}")
+    num_factors = factors_train.shape[1]
+    if n_jobs is None:
+        n_jobs = os.cpu_count() or 1
+    if n_jobs == 0:
+        raise InvalidInputError("n_jobs must be a positive number of workers, a negative joblib count, or None")
+    if n_jobs > 0:
+        n_jobs = min(int(n_jobs), num_factors)
+    # sklearn's trees work in float32: converting once here gives the same numbers without a copy per fit
+    x_train = np.ascontiguousarray(codes_train, dtype=np.float32)
+    x_test = np.ascontiguousarray(codes_test, dtype=np.float32)
+    jobs = (
+        delayed(fit)(x_train, factors_train[:, k], x_test, factors_test[:, k], seed)
+        for k, seed in enumerate(_factor_seeds(random_state, num_factors))
+    )
+    results = Parallel(n_jobs=n_jobs)(jobs)
+    r = np.stack([res[0] for res in results], axis=1).astype(np.float64)
+    return r, np.array([res[1] for res in results]), np.array([res[2] for res in results])
+
+
+def dci(
+    codes_train, factors_train, codes_test, factors_test, importance: str = "gbt", random_state=None, n_jobs=None
+) -> dict[str, float]:
+    """Reference DCI on arrays (codes [N, d] floats, factors [N, K] integer indices) -> the four result keys."""
+    r, acc_train, acc_test = importance_matrix(
+        codes_train, factors_train, codes_test, factors_test, importance, random_state, n_jobs
+    )
+    return {
+        "disentanglement": disentanglement(r),
+        "completeness": completeness(r),
+        "informativeness_train": float(np.mean(acc_train)),
+        "informativeness_test": float(np.mean(acc_test)),
+    }
+
+
+def evaluate(
+    representation,
+    dataset,
+    generator: torch.Generator,
+    num_train: int = 10_000,
+    num_test: int = 5_000,
+    importance: str = "gbt",
+    n_jobs=None,
+) -> dict[str, float]:
+    """The reference protocol: encode `num_train` then `num_test` fresh samples, then `dci` (spec §5.4)."""
+    from untwine.evaluation.representation import sample_codes
+
+    codes_train, factors_train = sample_codes(representation, dataset, num_train, generator)
+    codes_test, factors_test = sample_codes(representation, dataset, num_test, generator)
+    return dci(codes_train, factors_train, codes_test, factors_test, importance, sklearn_seed(generator), n_jobs)

@@ -1,0 +1,68 @@
+"""The classifiers the reference metrics fit (spec §5.0), with the study's behaviour available.
+
+disentanglement_lib pinned no scikit-learn version; the study ran in 2018 (sklearn 0.19–0.20), whose
+`LogisticRegression()` default was liblinear, one-vs-rest. Since sklearn 0.22 the default is lbfgs, multinomial.
+`logistic_regression(flavour)` gives either:
+- "liblinear_ovr" (default, the study's): one-vs-rest liblinear, C = 1, L2, tol 1e-4, max_iter 100, intercept
+  regularised as liblinear does; predict_proba normalises the per-class sigmoids, as old sklearn did.
+- "lbfgs": today's sklearn default (multinomial), for comparison with runs made with sklearn >= 0.22.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.model_selection import KFold
+from sklearn.multiclass import OneVsRestClassifier
+
+from untwine.errors import InvalidInputError
+
+LOGISTIC_FLAVOURS = ("liblinear_ovr", "lbfgs")
+
+
+def sklearn_seed(generator: torch.Generator) -> int:
+    """A random_state for scikit-learn drawn from a torch generator (so a metric's randomness has one source)."""
+    return int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device))
+
+
+def logistic_regression(flavour: str = "liblinear_ovr", random_state: int | None = None):
+    """sklearn's default `LogisticRegression()` as of the study (liblinear OvR) or of today (lbfgs)."""
+    if flavour == "liblinear_ovr":
+        return OneVsRestClassifier(LogisticRegression(solver="liblinear", random_state=random_state))
+    if flavour == "lbfgs":
+        return LogisticRegression(random_state=random_state)
+    raise InvalidInputError(f"unknown logistic regression flavour {flavour!r}; choose {', '.join(LOGISTIC_FLAVOURS)}")
+
+
+def logistic_regression_cv(flavour: str = "ovr", random_state: int | None = None):
+    """The reference's `logistic_regression_cv`: LogisticRegressionCV(Cs=10, cv=KFold(5)), unshuffled folds,
+    accuracy scoring, lbfgs. flavour "ovr" (the study's sklearn <= 0.21: one-vs-rest, best C per class) or
+    "multinomial" (sklearn >= 0.22)."""
+    model = LogisticRegressionCV(Cs=10, cv=KFold(n_splits=5), scoring="accuracy", random_state=random_state)
+    if flavour == "ovr":
+        return OneVsRestClassifier(model)
+    if flavour == "multinomial":
+        return model
+    raise InvalidInputError(f"unknown logistic regression CV flavour {flavour!r}; choose ovr or multinomial")
+
+
+def gradient_boosting_classifier(random_state: int | None = None):
+    """The reference's `gradient_boosting_classifier`: sklearn defaults (100 trees, depth 3, lr 0.1).
+
+    The reference leaves random_state None (only tie-breaking between equally good splits is random); here it is
+    drawn from the metric's generator so results are reproducible.
+    """
+    return GradientBoostingClassifier(random_state=random_state)
+
+
+def fit_quietly(model, x, y):
+    """Fit, silencing convergence warnings (the reference runs with the same iteration limits) and
+    scikit-learn's announcements of future default changes (the settings used here are explicit)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        return model.fit(x, y)

@@ -1,0 +1,98 @@
+import importlib
+
+import numpy as np
+import pytest
+import torch
+
+from untwine.data import StoredDataset
+from untwine.errors import InvalidInputError
+from untwine.metrics.beta_vae_score import beta_vae_score_from_features, sample_features
+
+# the module (untwine.metrics may export a function of the same name)
+beta_vae_score = importlib.import_module("untwine.metrics.beta_vae_score")
+
+SMALL = {"num_train": 200, "num_eval": 100}
+
+
+def factor_pixels_dataset(sizes=(5, 8)):
+    grid = np.stack(np.unravel_index(np.arange(int(np.prod(sizes))), sizes), axis=1).astype(np.uint8)
+    storage = torch.from_numpy(grid).view(-1, 1, 1, len(sizes))
+    names = tuple("abcdefg"[: len(sizes)])
+    return StoredDataset("factor_pixels", storage, sizes, names, (1, 1, len(sizes)))
+
+
+def read_pixels(observations):
+    return observations.flatten(1).numpy() * 255.0
+
+
+def noise_representation(seed=0, dims=4):
+    rng = np.random.default_rng(seed)
+    return lambda x: rng.normal(size=(len(x), dims))
+
+
+def test_features_share_the_labelled_factor():
+    data = factor_pixels_dataset((4, 5, 6))
+    features, labels = sample_features(read_pixels, data, torch.Generator().manual_seed(0), 50, batch_size=16)
+    assert features.shape == (50, 3) and labels.shape == (50,) and labels.dtype == np.int64
+    assert set(labels.tolist()) == {0, 1, 2}
+    rows = np.arange(50)
+    assert np.all(features[rows, labels] == 0), "the fixed factor's code never differs within a pair"
+    others = np.ones_like(features, dtype=bool)
+    others[rows, labels] = False
+    assert np.all(features[others] > 0)
+
+
+def test_perfect_representation_scores_one():
+    data = factor_pixels_dataset((4, 5, 6))
+    result = beta_vae_score.evaluate(read_pixels, data, torch.Generator().manual_seed(0), **SMALL)
+    assert set(result) == {"train_accuracy", "eval_accuracy"}
+    assert result["train_accuracy"] == pytest.approx(1.0) and result["eval_accuracy"] == pytest.approx(1.0)
+    lbfgs = beta_vae_score.evaluate(read_pixels, data, torch.Generator().manual_seed(0), logistic="lbfgs", **SMALL)
+    assert lbfgs["eval_accuracy"] == pytest.approx(1.0)
+
+
+def test_noise_representation_scores_chance():
+    data = factor_pixels_dataset((4, 5, 6))
+    g = torch.Generator().manual_seed(0)
+    result = beta_vae_score.evaluate(noise_representation(), data, g, batch_size=16, **SMALL)
+    assert 0.15 < result["eval_accuracy"] < 0.55  # chance is 1/3
+
+
+def test_deterministic_for_a_seed():
+    data = factor_pixels_dataset()
+    run = lambda seed: beta_vae_score.evaluate(  # noqa: E731
+        noise_representation(), data, torch.Generator().manual_seed(seed), batch_size=8, **SMALL
+    )
+    assert run(3) == run(3)
+
+
+def test_core_on_hand_made_features():
+    train_x = np.array([[0.0, 1.0], [0.1, 1.2], [1.0, 0.0], [1.1, 0.2]] * 5)
+    train_y = np.array([0, 0, 1, 1] * 5)
+    eval_x = np.array([[0.0, 1.1], [1.2, 0.1], [0.9, 0.0]])
+    result = beta_vae_score_from_features(train_x, train_y, eval_x, np.array([0, 1, 0]), random_state=0)
+    assert result == {"train_accuracy": 1.0, "eval_accuracy": pytest.approx(2 / 3)}
+
+
+def test_bad_input_is_rejected():
+    x, y = np.zeros((4, 2)), np.array([0, 1, 0, 1])
+    with pytest.raises(InvalidInputError, match="NaN"):
+        beta_vae_score_from_features(np.full((4, 2), np.nan), y, x, y)
+    with pytest.raises(InvalidInputError, match=r"shape \[4\]"):
+        beta_vae_score_from_features(x, y[:3], x, y)
+    with pytest.raises(InvalidInputError, match="columns"):
+        beta_vae_score_from_features(x, y, np.zeros((4, 3)), y)
+    with pytest.raises(InvalidInputError, match="integer"):
+        beta_vae_score_from_features(x, y + 0.5, x, y)
+    with pytest.raises(InvalidInputError, match="single value"):
+        beta_vae_score_from_features(x, np.zeros(4, dtype=int), x, y)
+    data = factor_pixels_dataset()
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(InvalidInputError, match="flavour"):
+        beta_vae_score.evaluate(read_pixels, data, g, logistic="newton", **SMALL)
+    with pytest.raises(InvalidInputError, match="expected"):
+        beta_vae_score.evaluate(lambda x: np.zeros(len(x)), data, g, **SMALL)
+    with pytest.raises(InvalidInputError, match="NaN"):
+        beta_vae_score.evaluate(lambda x: np.full((len(x), 2), np.nan), data, g, **SMALL)
+    with pytest.raises(InvalidInputError, match="positive"):
+        beta_vae_score.evaluate(read_pixels, data, g, num_train=0)

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+
+from untwine.data import StoredDataset
+from untwine.errors import InvalidInputError
+from untwine.metrics import downstream, fairness
+
+
+def factor_pixels_dataset(sizes=(4, 5)):
+    """Observations whose pixels are the factor indices."""
+    grid = np.stack(np.unravel_index(np.arange(int(np.prod(sizes))), sizes), axis=1).astype(np.uint8)
+    return StoredDataset("factor_pixels", torch.from_numpy(grid).view(-1, 1, 1, len(sizes)), sizes, ("a", "b"), (1, 1, len(sizes)))
+
+
+def read_pixels(observations):
+    return observations.flatten(1).numpy() * 255.0
+
+
+def test_downstream_keys_and_perfect_representation():
+    data = factor_pixels_dataset()
+    g = torch.Generator().manual_seed(0)
+    scores = downstream.evaluate(read_pixels, data, g, num_train=(10, 100), num_test=200, predictor="boosted_trees")
+    for n in (10, 100):
+        for key in ("mean_train_accuracy", "mean_test_accuracy", "min_train_accuracy", "min_test_accuracy",
+                    "train_accuracy_factor_0", "test_accuracy_factor_1"):
+            assert f"{n}:{key}" in scores
+    assert scores["100:mean_test_accuracy"] == 1.0, "trees separate integer-valued codes exactly"
+    assert "sample_efficiency" not in scores, "needs both 100 and 10000"
+    assert scores["100:min_test_accuracy"] <= scores["100:mean_test_accuracy"]
+
+
+def test_downstream_logistic_regression_and_efficiency():
+    data = factor_pixels_dataset((2, 3))
+    g = torch.Generator().manual_seed(0)
+    scores = downstream.evaluate(read_pixels, data, g, num_train=(100,), num_test=300)
+    assert scores["100:test_accuracy_factor_0"] == 1.0  # binary factor: linearly separable
+    assert 0.5 < scores["100:test_accuracy_factor_1"] <= 1.0
+    ratio = downstream.with_sample_efficiency({"100:mean_test_accuracy": 0.6, "10000:mean_test_accuracy": 0.8})
+    assert ratio["sample_efficiency"] == pytest.approx(0.75)
+
+
+def test_downstream_noise_is_near_chance():
+    rng = np.random.default_rng(0)
+    factors, test_factors = rng.integers(0, 4, (200, 2)), rng.integers(0, 4, (400, 2))
+    train, test = downstream.factor_accuracies(rng.normal(size=(200, 3)), factors, rng.normal(size=(400, 3)), test_factors,
+                                               predictor="boosted_trees", random_state=0)
+    assert np.all(test < 0.4) and np.all(train > 0.5), "trees fit noise in training, not in testing"
+
+
+def test_downstream_single_class_training_sample_predicts_that_class():
+    codes = np.arange(10, dtype=float)[:, None]
+    factors = np.zeros((10, 1), dtype=int)
+    train, test = downstream.factor_accuracies(codes, factors, codes, np.r_[np.zeros(5), np.ones(5)].astype(int)[:, None])
+    assert train[0] == 1.0 and test[0] == 0.5
+
+
+def test_downstream_validation():
+    with pytest.raises(InvalidInputError, match="unknown predictor"):
+        downstream.make_predictor("svm")
+    with pytest.raises(InvalidInputError, match="same code dimensions"):
+        downstream.factor_accuracies(np.zeros((5, 2)), np.zeros((5, 1), int), np.zeros((5, 3)), np.zeros((5, 1), int))
+
+
+def test_inter_group_fairness_by_hand():
+    assert fairness.inter_group_fairness([[1, 1], [1, 1]]) == (0.0, 0.0)
+    assert fairness.inter_group_fairness([[2, 0], [0, 2]]) == pytest.approx((0.5, 0.5))
+    # overall (4/6, 2/6); group 0 (3/4, 1/4): TV 1/12; group 1 (1/2, 1/2): TV 1/6; weighted (4/12 + 2/6) / 6 = 1/9
+    assert fairness.inter_group_fairness([[3, 1], [1, 1]]) == pytest.approx((1 / 9, 1 / 6))
+    with pytest.raises(InvalidInputError):
+        fairness.inter_group_fairness([[1, 0], [1, 0]])
+
+
+def test_fairness_aggregation_by_hand():
+    m = np.array([[0, 1, 2], [3, 0, 4], [5, 6, 0]], dtype=float)
+    s = fairness.fairness_scores(m, "mean_fairness")
+    assert s["mean_fairness:pred1:sens2"] == 4
+    assert s["mean_fairness:pred0:mean_sens"] == 1.5 and s["mean_fairness:pred2:max_sens"] == 6
+    assert s["mean_fairness:sens0:mean_pred"] == 4 and s["mean_fairness:sens1:max_pred"] == 6
+    assert s["mean_fairness:mean_pred:mean_sens"] == pytest.approx((1.5 + 3.5 + 5.5) / 3)
+    assert s["mean_fairness:mean_sens:mean_pred"] == pytest.approx((4 + 3.5 + 3) / 3)
+    assert s["mean_fairness:max_pred:max_sens"] == 6 and s["mean_fairness:max_sens:mean_pred"] == 4
+    assert len(s) == 6 + 2 * 3 + 2 * 3 + 8
+
+
+def test_fairness_protocol():
+    data = factor_pixels_dataset()
+    fair = fairness.evaluate(read_pixels, data, torch.Generator().manual_seed(0), num_train=300, num_test_points_per_class=20)
+    assert fair["mean_fairness:mean_pred:mean_sens"] == 0.0, "predictions depend only on the target factor"
+    only_b = lambda x: read_pixels(x)[:, 1:]  # noqa: E731  factor a is invisible: its prediction follows b
+    unfair = fairness.evaluate(only_b, data, torch.Generator().manual_seed(0), num_train=300, num_test_points_per_class=20)
+    assert unfair["mean_fairness:pred0:sens1"] > 0.3
+    assert unfair["max_fairness:pred0:sens1"] >= unfair["mean_fairness:pred0:sens1"]

@@ -1,0 +1,140 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from untwine.data import StoredDataset
+from untwine.errors import InvalidInputError
+from untwine.metrics.modularity import evaluate, explicitness_per_factor, modularity, modularity_explicitness
+
+
+def balanced_grid(*sizes, repeat=4):
+    """Every factor combination `repeat` times: the factors are exactly independent in the sample."""
+    grid = np.array(list(itertools.product(*[range(s) for s in sizes])))
+    return np.repeat(grid, repeat, axis=0)
+
+
+def factor_pixels_dataset(sizes=(5, 8)):
+    """Observations whose pixels are the factor indices: a representation reading them is perfectly disentangled."""
+    grid = np.stack(np.unravel_index(np.arange(int(np.prod(sizes))), sizes), axis=1).astype(np.uint8)
+    storage = torch.from_numpy(grid).view(-1, 1, 1, len(sizes))
+    return StoredDataset("factor_pixels", storage, sizes, ("a", "b"), (1, 1, len(sizes)))
+
+
+def read_pixels(observations):
+    return observations.flatten(1).numpy() * 255.0
+
+
+ROTATION = np.array([[1.0, -1.0], [1.0, 1.0]]) / np.sqrt(2)
+KEYS = {"modularity_score", "explicitness_score_train", "explicitness_score_test"}
+
+
+def noisy(f, seed=0, scale=0.05):
+    return f + np.random.default_rng(seed).normal(0, scale, f.shape)
+
+
+# --- the modularity formula -------------------------------------------------------------------------------------
+
+
+def test_modularity_formula_by_hand():
+    # row 0: m^2 = (4, 1), theta = 4, delta = (5 - 4) / (4 * 1) = 1/4 -> 3/4; row 1: theta = 0 -> 0 (still counted)
+    assert modularity(np.array([[2.0, 1.0], [0.0, 0.0]])) == pytest.approx(0.375)
+    # row 0: equal MI with both factors -> delta 1 -> 0; row 1: a single factor -> 1
+    assert modularity(np.array([[1.0, 1.0], [0.0, 3.0]])) == pytest.approx(0.5)
+    # K = 3: m^2 = (9, 1, 1), delta = 2 / (9 * 2) -> 8/9
+    assert modularity(np.array([[3.0, 1.0, 1.0]])) == pytest.approx(8 / 9)
+    assert modularity(np.eye(3)) == 1.0
+    assert modularity(np.zeros((2, 2))) == 0.0
+    # one factor: every informative code is modular (the reference returns NaN for K = 1)
+    assert modularity(np.array([[0.5], [0.0]])) == pytest.approx(0.5)
+    with pytest.raises(InvalidInputError, match="non-negative"):
+        modularity(np.array([[-1.0, 1.0]]))
+    with pytest.raises(InvalidInputError, match="shape"):
+        modularity(np.ones(3))
+
+
+# --- the full metric ------------------------------------------------------------------------------------------------
+
+
+def test_aligned_codes_are_modular_and_explicit():
+    f_train, f_test = balanced_grid(4, 4, repeat=15), balanced_grid(4, 4, repeat=8)
+    result = modularity_explicitness(f_train.astype(float), f_train, noisy(f_test), f_test)
+    assert set(result) == KEYS
+    # each discretised code determines one factor and is exactly independent of the other on the grid
+    assert result["modularity_score"] == pytest.approx(1.0)
+    assert result["explicitness_score_train"] > 0.99 and result["explicitness_score_test"] > 0.99
+    # a duplicated factor keeps every code modular
+    train, test = np.c_[f_train, f_train[:, 0]].astype(float), np.c_[noisy(f_test), noisy(f_test[:, 0], 1)]
+    assert modularity_explicitness(train, f_train, test, f_test)["modularity_score"] == pytest.approx(1.0)
+
+
+def test_rotation_and_noise_lower_modularity():
+    f_train, f_test = balanced_grid(4, 4, repeat=15), balanced_grid(4, 4, repeat=8)
+    rotated = modularity_explicitness(f_train @ ROTATION, f_train, noisy(f_test) @ ROTATION, f_test)
+    # by symmetry each rotated code carries the same MI about both factors: delta = 1
+    assert rotated["modularity_score"] == pytest.approx(0.0, abs=1e-9)
+    assert rotated["explicitness_score_test"] > 0.9  # the information is still linearly available
+    rng, f_test = np.random.default_rng(0), balanced_grid(4, 4, repeat=30)
+    train, test = rng.normal(size=(len(f_train), 3)), rng.normal(size=(len(f_test), 3))
+    noise = modularity_explicitness(train, f_train, test, f_test)
+    assert noise["modularity_score"] < 0.5
+    assert abs(noise["explicitness_score_test"] - 0.5) < 0.05  # chance AUC
+
+
+def test_explicitness_by_construction():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 50)
+    x = np.c_[y + rng.normal(0, 0.1, 100), rng.normal(size=100)]
+    assert explicitness_per_factor(x, y, x[::-1], y[::-1]) == (1.0, 1.0)
+    auc_train, auc_test = explicitness_per_factor(x[:, 1:], y, x[:, 1:], y[::-1])
+    assert abs(auc_test - 0.5) < 0.15
+    # a class absent from the test set is left out of the test average; an unseen test class is an error
+    y3 = np.repeat([0, 1, 2], 40)
+    x3 = (y3 + rng.normal(0, 0.1, 120))[:, None]
+    assert explicitness_per_factor(x3, y3, x3[:80], y3[:80])[1] > 0.99
+    with pytest.raises(InvalidInputError, match="training set lacks"):
+        explicitness_per_factor(x3[:80], y3[:80], x3, y3)
+    with pytest.raises(InvalidInputError, match="unknown logistic"):
+        explicitness_per_factor(x, y, x, y, logistic="newton")
+    assert explicitness_per_factor(x, y, x, y, logistic="lbfgs") == (1.0, 1.0)
+
+
+def test_constant_code_is_left_centred():
+    f = balanced_grid(3, 3, repeat=10)
+    codes = np.c_[f, np.full(len(f), 7.0)].astype(float)
+    result = modularity_explicitness(codes, f, codes, f)
+    assert all(np.isfinite(v) for v in result.values())
+    assert result["modularity_score"] == pytest.approx(2 / 3)  # the constant code has zero MI: 0, still counted
+
+
+def test_bad_input_is_rejected():
+    f = balanced_grid(2, 2, repeat=3)
+    c = f.astype(float)
+    with pytest.raises(InvalidInputError, match="NaN"):
+        modularity_explicitness(c, f, np.full((12, 2), np.inf), f)
+    with pytest.raises(InvalidInputError, match=r"shape \[N, d\]"):
+        modularity_explicitness(np.zeros(12), f, c, f)
+    with pytest.raises(InvalidInputError, match="rows"):
+        modularity_explicitness(c, f, c, f[:5])
+    with pytest.raises(InvalidInputError, match="dimensions"):
+        modularity_explicitness(c, f, c[:, :1], f)
+    with pytest.raises(InvalidInputError, match="single value"):
+        modularity_explicitness(c, np.zeros_like(f), c, f)
+    with pytest.raises(InvalidInputError, match="num_bins"):
+        modularity_explicitness(c, f, c, f, num_bins=0)
+    f3 = balanced_grid(3, 2, repeat=3)
+    seen = f3[:, 0] < 2
+    with pytest.raises(InvalidInputError, match="training set lacks"):
+        modularity_explicitness(f3[seen].astype(float), f3[seen], f3.astype(float), f3)
+
+
+def test_protocol_on_a_perfect_representation():
+    data = factor_pixels_dataset()
+    result = evaluate(read_pixels, data, torch.Generator().manual_seed(0), num_train=1000, num_test=200)
+    assert set(result) == KEYS
+    # the only non-modular MI is the finite-sample MI between the independent factors
+    assert result["modularity_score"] > 0.99
+    assert result["explicitness_score_train"] > 0.95 and result["explicitness_score_test"] > 0.95
+    again = evaluate(read_pixels, data, torch.Generator().manual_seed(0), num_train=1000, num_test=200)
+    assert again == result

@@ -1,0 +1,128 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from untwine.data import StoredDataset
+from untwine.errors import InvalidInputError
+from untwine.metrics.sap import evaluate, sap, sap_score_matrix
+
+
+def balanced_grid(*sizes, repeat=4):
+    """Every factor combination `repeat` times: the factors are exactly independent in the sample."""
+    grid = np.array(list(itertools.product(*[range(s) for s in sizes])))
+    return np.repeat(grid, repeat, axis=0)
+
+
+def factor_pixels_dataset(sizes=(5, 8)):
+    """Observations whose pixels are the factor indices: a representation reading them is perfectly disentangled."""
+    grid = np.stack(np.unravel_index(np.arange(int(np.prod(sizes))), sizes), axis=1).astype(np.uint8)
+    storage = torch.from_numpy(grid).view(-1, 1, 1, len(sizes))
+    return StoredDataset("factor_pixels", storage, sizes, ("a", "b"), (1, 1, len(sizes)))
+
+
+def read_pixels(observations):
+    return observations.flatten(1).numpy() * 255.0
+
+
+ROTATION = np.array([[1.0, -1.0], [1.0, 1.0]]) / np.sqrt(2)
+
+
+def noisy(f, seed=0, scale=0.05):
+    return f + np.random.default_rng(seed).normal(0, scale, f.shape)
+
+
+# --- discrete mode (the study's): 1-D LinearSVC test accuracy -----------------------------------------------------
+
+
+def test_binary_factors_by_construction():
+    f_train, f_test = balanced_grid(2, 2, repeat=50), balanced_grid(2, 2, repeat=25)
+    s = sap_score_matrix(noisy(f_train), f_train, noisy(f_test, 1), f_test, random_state=0)
+    # the aligned code predicts its factor perfectly; any function of an independent code is right exactly half
+    # the time on a balanced grid
+    assert s.tolist() == [[1.0, 0.5], [0.5, 1.0]]
+    assert sap(noisy(f_train), f_train, noisy(f_test, 1), f_test, random_state=0)["SAP_score"] == pytest.approx(0.5)
+    # duplicating factor 0 in a third code closes factor 0's gap
+    train, test = np.c_[noisy(f_train), noisy(f_train[:, 0], 2)], np.c_[noisy(f_test, 1), noisy(f_test[:, 0], 3)]
+    assert sap(train, f_train, test, f_test, random_state=0)["SAP_score"] == pytest.approx(0.25)
+
+
+def test_multiclass_aligned_rotated_and_noise():
+    f_train, f_test = balanced_grid(4, 4, repeat=15), balanced_grid(4, 4, repeat=8)
+    aligned = sap(noisy(f_train), f_train, noisy(f_test, 1), f_test, random_state=0)["SAP_score"]
+    # a linear one-vs-rest SVM on one code separates 3 of 4 ordered classes: 0.75 vs chance 0.25
+    assert aligned == pytest.approx(0.5)
+    rotated = sap(noisy(f_train) @ ROTATION, f_train, noisy(f_test, 1) @ ROTATION, f_test, random_state=0)
+    assert rotated["SAP_score"] < 0.1
+    rng = np.random.default_rng(0)
+    noise = sap(rng.normal(size=(len(f_train), 3)), f_train, rng.normal(size=(len(f_test), 3)), f_test, random_state=0)
+    assert noise["SAP_score"] < 0.1
+
+
+def test_dual_is_an_option():
+    f_train, f_test = balanced_grid(2, 2, repeat=50), balanced_grid(2, 2, repeat=25)
+    for dual in (True, False, "auto"):
+        s = sap_score_matrix(noisy(f_train), f_train, noisy(f_test, 1), f_test, dual=dual, random_state=0)
+        assert s.tolist() == [[1.0, 0.5], [0.5, 1.0]]
+
+
+# --- continuous mode: squared correlation on the training set -----------------------------------------------------
+
+
+def test_continuous_mode_is_squared_correlation():
+    rng = np.random.default_rng(0)
+    f = rng.integers(0, 6, size=(300, 3))
+    codes = np.c_[f[:, 0] + rng.normal(0, 1, 300), rng.normal(size=300), f[:, 1] - f[:, 2] + rng.normal(0, 2, 300)]
+    s = sap_score_matrix(codes, f, codes[:5], f[:5], continuous_factors=True)
+    expected = np.corrcoef(codes.T, f.T)[:3, 3:] ** 2
+    assert np.allclose(s, expected)
+    top = np.sort(expected, axis=0)
+    assert sap(codes, f, codes[:5], f[:5], continuous_factors=True)["SAP_score"] == pytest.approx(
+        np.mean(top[-1] - top[-2])
+    )
+    # a constant code scores 0 instead of dividing by zero
+    with_constant = np.c_[codes, np.full(300, 2.0)]
+    s = sap_score_matrix(with_constant, f, with_constant[:5], f[:5], continuous_factors=True)
+    assert np.all(s[3] == 0.0)
+
+
+def test_continuous_mode_by_construction():
+    f = balanced_grid(4, 4)
+    codes = f.astype(float)
+    assert sap(codes, f, codes, f, continuous_factors=True)["SAP_score"] == pytest.approx(1.0)
+    assert sap(np.c_[codes, codes[:, 0]], f, np.c_[codes, codes[:, 0]], f, continuous_factors=True)[
+        "SAP_score"
+    ] == pytest.approx(0.5)
+    assert sap(codes @ ROTATION, f, codes @ ROTATION, f, continuous_factors=True)["SAP_score"] == pytest.approx(0.0)
+
+
+def test_bad_input_is_rejected():
+    f = balanced_grid(2, 2, repeat=3)
+    c = f.astype(float)
+    with pytest.raises(InvalidInputError, match="NaN"):
+        sap(np.full((12, 2), np.nan), f, c, f)
+    with pytest.raises(InvalidInputError, match=r"shape \[N, d\]"):
+        sap(c, f, np.zeros(12), f)
+    with pytest.raises(InvalidInputError, match="rows"):
+        sap(c, f[:10], c, f)
+    with pytest.raises(InvalidInputError, match="dimensions"):
+        sap(c, f, np.c_[c, c], f)
+    with pytest.raises(InvalidInputError, match="at least 2 code"):
+        sap(c[:, :1], f, c[:, :1], f)
+    with pytest.raises(InvalidInputError, match="single value"):
+        sap(c, np.zeros_like(f), c, f)
+    with pytest.raises(InvalidInputError, match="single value"):
+        sap(c, np.zeros_like(f), c, f, continuous_factors=True)
+
+
+def test_sap_protocol_on_a_perfect_representation():
+    g = torch.Generator().manual_seed(0)
+    result = evaluate(read_pixels, factor_pixels_dataset(), g, num_train=500, num_test=200, continuous_factors=True)
+    # the second-largest squared correlation is the finite-sample correlation of independent factors
+    assert 0.97 < result["SAP_score"] <= 1.0
+    binary = factor_pixels_dataset((2, 2))
+    result = evaluate(read_pixels, binary, torch.Generator().manual_seed(0), num_train=300, num_test=200)
+    assert result["SAP_score"] > 0.4  # ceiling 0.5: the other code is at chance on a binary factor
+    again = evaluate(read_pixels, binary, torch.Generator().manual_seed(0), num_train=300, num_test=200)
+    assert again == result
