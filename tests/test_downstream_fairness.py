@@ -58,7 +58,7 @@ def test_downstream_single_class_training_sample_predicts_that_class():
 def test_downstream_validation():
     with pytest.raises(InvalidInputError, match="unknown predictor"):
         downstream.make_predictor("svm")
-    with pytest.raises(InvalidInputError, match="same code dimensions"):
+    with pytest.raises(InvalidInputError, match="dimensions but codes_train has"):
         downstream.factor_accuracies(np.zeros((5, 2)), np.zeros((5, 1), int), np.zeros((5, 3)), np.zeros((5, 1), int))
 
 

@@ -31,38 +31,12 @@ from joblib import Parallel, delayed
 
 from untwine.errors import InvalidInputError
 from untwine.metrics.predictors import fit_quietly, gradient_boosting_classifier, sklearn_seed
-from untwine.metrics.utils import check_codes, check_factors
+from untwine.metrics.utils import check_classes, check_train_test
 
 NAME = "dci"
 DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "importance": "gbt"}  # reference batch_size 16 only chunks
 IMPORTANCES = ("gbt", "lightgbm")
 SMOOTHING = 1e-11
-
-
-def check_train_test(codes_train, factors_train, codes_test, factors_test):
-    """Validate a train/test pair of (codes [N, d], factors [N, K]); d and K must agree between the two."""
-    codes_train = check_codes(codes_train, "codes_train")
-    factors_train = check_factors(factors_train, codes_train.shape[0], "factors_train")
-    codes_test = check_codes(codes_test, "codes_test", min_points=1)
-    factors_test = check_factors(factors_test, codes_test.shape[0], "factors_test")
-    if codes_test.shape[1] != codes_train.shape[1]:
-        raise InvalidInputError(
-            f"codes_test has {codes_test.shape[1]} dimensions but codes_train has {codes_train.shape[1]}"
-        )
-    if factors_test.shape[1] != factors_train.shape[1]:
-        raise InvalidInputError(
-            f"factors_test has {factors_test.shape[1]} factors but factors_train has {factors_train.shape[1]}"
-        )
-    return codes_train, factors_train, codes_test, factors_test
-
-
-def check_classes(factors_train: np.ndarray, name: str = "factors_train") -> None:
-    """Every factor must take at least two values in the training set (a classifier needs two classes)."""
-    single = [k for k in range(factors_train.shape[1]) if np.unique(factors_train[:, k]).size < 2]
-    if single:
-        raise InvalidInputError(
-            f"{name} column(s) {single} take a single value in this sample; a classifier needs at least two classes"
-        )
 
 
 def _normalised_entropy(p: np.ndarray, base: int) -> np.ndarray:

@@ -24,7 +24,7 @@ import torch
 
 from untwine.errors import InvalidInputError
 from untwine.metrics.predictors import fit_quietly, gradient_boosting_classifier, logistic_regression_cv, sklearn_seed
-from untwine.metrics.utils import check_codes, check_factors
+from untwine.metrics.utils import check_train_test
 
 PREDICTORS = ("logistic_regression", "boosted_trees")
 
@@ -40,11 +40,7 @@ def make_predictor(name: str, random_state: int | None = None, logistic: str = "
 def factor_accuracies(codes_train, factors_train, codes_test, factors_test, predictor: str = "logistic_regression",
                       random_state: int | None = None, logistic: str = "ovr") -> tuple[np.ndarray, np.ndarray]:
     """Per-factor (train accuracy, test accuracy) of a fresh classifier per factor on the raw codes."""
-    codes_train, codes_test = check_codes(codes_train, "codes_train", 1), check_codes(codes_test, "codes_test", 1)
-    factors_train = check_factors(factors_train, codes_train.shape[0], "factors_train")
-    factors_test = check_factors(factors_test, codes_test.shape[0], "factors_test")
-    if codes_train.shape[1] != codes_test.shape[1] or factors_train.shape[1] != factors_test.shape[1]:
-        raise InvalidInputError("train and test sets must have the same code dimensions and factors")
+    codes_train, factors_train, codes_test, factors_test = check_train_test(codes_train, factors_train, codes_test, factors_test)
     train, test = [], []
     for k in range(factors_train.shape[1]):
         y_train, y_test = factors_train[:, k], factors_test[:, k]

@@ -27,9 +27,8 @@ import sklearn.metrics
 import torch
 
 from untwine.errors import InvalidInputError
-from untwine.metrics.dci import check_classes, check_train_test
 from untwine.metrics.predictors import fit_quietly, logistic_regression, sklearn_seed
-from untwine.metrics.utils import discrete_mutual_info, histogram_discretize
+from untwine.metrics.utils import check_classes, check_train_test, discrete_mutual_info, histogram_discretize
 
 NAME = "modularity_explicitness"
 DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "num_bins": 20}

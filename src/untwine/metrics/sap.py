@@ -27,7 +27,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
 from untwine.errors import InvalidInputError
-from untwine.metrics.dci import check_classes, check_train_test
+from untwine.metrics.utils import check_classes, check_train_test
 from untwine.metrics.predictors import sklearn_seed
 
 NAME = "sap"

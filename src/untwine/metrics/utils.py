@@ -72,3 +72,29 @@ def discrete_mutual_info(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
 def discrete_entropy(factors: np.ndarray) -> np.ndarray:
     """H[k] = empirical entropy (nats) of the sampled values of factor k (not log n_k)."""
     return np.array([sklearn.metrics.mutual_info_score(factors[:, k], factors[:, k]) for k in range(factors.shape[1])])
+
+
+def check_train_test(codes_train, factors_train, codes_test, factors_test):
+    """Validate a train/test pair of (codes [N, d], factors [N, K]); d and K must agree between the two."""
+    codes_train = check_codes(codes_train, "codes_train")
+    factors_train = check_factors(factors_train, codes_train.shape[0], "factors_train")
+    codes_test = check_codes(codes_test, "codes_test", min_points=1)
+    factors_test = check_factors(factors_test, codes_test.shape[0], "factors_test")
+    if codes_test.shape[1] != codes_train.shape[1]:
+        raise InvalidInputError(
+            f"codes_test has {codes_test.shape[1]} dimensions but codes_train has {codes_train.shape[1]}"
+        )
+    if factors_test.shape[1] != factors_train.shape[1]:
+        raise InvalidInputError(
+            f"factors_test has {factors_test.shape[1]} factors but factors_train has {factors_train.shape[1]}"
+        )
+    return codes_train, factors_train, codes_test, factors_test
+
+
+def check_classes(factors_train: np.ndarray, name: str = "factors_train") -> None:
+    """Every factor must take at least two values in the training set (a classifier needs two classes)."""
+    single = [k for k in range(factors_train.shape[1]) if np.unique(factors_train[:, k]).size < 2]
+    if single:
+        raise InvalidInputError(
+            f"{name} column(s) {single} take a single value in this sample; a classifier needs at least two classes"
+        )
