@@ -44,7 +44,11 @@ def test_evaluate_model_keys_and_shared_seeds(dsprites):
     options = {"mig": {"num_train": 300}}
     a = evaluate_model(model, dsprites, ["mig"], options=options)
     b = evaluate_model(model, dsprites, "mig", options=options)
-    assert {k for k in a if not k.endswith("elapsed_s")} == {"eval.mean.mig.discrete_mig", "eval.sampled.mig.discrete_mig"}
+    assert {k for k in a if k.startswith("eval.") and not k.endswith("elapsed_s")} == {
+        "eval.mean.mig.discrete_mig", "eval.sampled.mig.discrete_mig"}
+    # the same values under the reference's namespaced keys (spec §7.2)
+    assert a["reference.mean.mig.evaluation_results.discrete_mig"] == a["eval.mean.mig.discrete_mig"]
+    assert "reference.sampled.mig.evaluation_results.elapsed_time" in a
     assert a["eval.mean.mig.discrete_mig"] == b["eval.mean.mig.discrete_mig"]
     assert a["eval.sampled.mig.discrete_mig"] == b["eval.sampled.mig.discrete_mig"], "the sampled noise is seeded"
 
@@ -59,6 +63,25 @@ def test_mean_and_sampled_representations():
     assert sampled.shape == mean.shape and not np.allclose(sampled, mean)
     with pytest.raises(InvalidInputError, match="unknown representation"):
         representation(model, "median")
+
+
+def test_reference_keys_leave_out_fixed_bugs():
+    data = factor_pixels_dataset()
+
+    class PixelModel(torch.nn.Module):  # a "model" whose encoder mean reads the factor pixels
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor(255.0))
+
+        def encode(self, x):
+            mean = x.flatten(1) * self.scale
+            return mean, torch.full_like(mean, -20.0)
+
+    options = {"factor_vae": {"num_variance_estimate": 200, "num_train": 100, "num_eval": 50}}
+    results = evaluate_model(PixelModel(), data, ["factor_vae"], ["mean"], options=options)
+    assert results["eval.mean.factor_vae.num_active_dims"] == 2
+    assert "reference.mean.factor_vae_metric.evaluation_results.num_active_dims" not in results
+    assert results["reference.mean.factor_vae_metric.evaluation_results.eval_accuracy"] == results["eval.mean.factor_vae.eval_accuracy"]
 
 
 def test_metric_names():

@@ -269,3 +269,18 @@ def test_metric_table_puts_untrained_beside_trained():
     assert "Representation: mean" in table and "Representation: sampled" in table
     assert table.index("Representation: mean") < table.index("Representation: sampled")
     assert "No evaluation results" in metric_table({"train.steps": 3})
+
+
+def test_report_leaves_out_the_reference_named_duplicates(tmp_path):
+    from PIL import Image
+
+    from untwine.viz.report import FIGURES, render_report
+
+    figures = {}
+    for name, (file, _, _) in FIGURES.items():
+        figures[name] = tmp_path / file
+        Image.new("RGB", (4, 4), "white").save(figures[name])
+    results = {"eval.mean.mig.discrete_mig": 0.25, "reference.mean.mig.evaluation_results.discrete_mig": 0.25,
+               "untrained.reference.mean.mig.evaluation_results.discrete_mig": 0.1, "note.extra": 3.0}
+    html = render_report("r", {}, results, figures)
+    assert "evaluation_results" not in html and "note.extra" in html

@@ -29,15 +29,22 @@ err_console = Console(stderr=True)
 
 
 def _progress_bar(total: int, start: int, label: str):
+    """A rich progress bar on a terminal; elsewhere (CI logs, pipes) a plain line at every tenth of the run."""
     progress = Progress(
         TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
         TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-        transient=False, disable=not console.is_terminal and total == 0,
+        disable=not console.is_terminal,
     )
     task = progress.add_task(label, total=total, completed=start, loss="")
+    printed = {"tenth": start * 10 // max(total, 1)}
 
     def update(step: int, steps: int, values: dict[str, float]) -> None:
-        progress.update(task, completed=step, loss=f"loss {values.get('loss', float('nan')):.1f}")
+        loss = f"loss {values.get('loss', float('nan')):.1f}"
+        progress.update(task, completed=step, loss=loss)
+        tenth = step * 10 // max(steps, 1)
+        if not console.is_terminal and tenth > printed["tenth"]:
+            printed["tenth"] = tenth
+            console.print(f"{label}: step {step}/{steps}, {loss}, {values.get('elapsed_s', 0):.0f} s")
 
     return progress, update
 

@@ -1,6 +1,9 @@
 """Run a set of metrics on a model or a run; results are flat, namespaced rows (DESIGN.md).
 
-Keys: `eval.<representation>.<metric>.<key>`, e.g. `eval.mean.mig.discrete_mig`. As in disentanglement_lib's
+Keys: `eval.<representation>.<metric>.<key>`, e.g. `eval.mean.mig.discrete_mig`, and the same values under the
+reference's names (spec §7.2): `reference.<representation>.<metric config>.evaluation_results.<key>`, e.g.
+`reference.mean.factor_vae_metric.evaluation_results.eval_accuracy`, so rows can be matched with
+disentanglement_lib's aggregated results (keys whose meaning differs from the reference's are left out there). As in disentanglement_lib's
 `dlib_reproduce` (spec §0), every model is evaluated with the same evaluation seeds, so the metrics' sampling
 noise is shared across models (and between a model and its untrained self).
 """
@@ -16,7 +19,7 @@ import torch
 
 from untwine.errors import InvalidInputError
 from untwine.evaluation.representation import REPRESENTATIONS, representation
-from untwine.metrics import PROTOCOLS
+from untwine.metrics import NOT_REFERENCE_KEYS, PROTOCOLS, REFERENCE_NAMES
 
 DEFAULT_METRICS = ("mig",)
 
@@ -83,9 +86,14 @@ def evaluate_model(
             noise_gen = _generator(eval_seed + 1, rep, name, next(model.parameters()).device)
             start = time.perf_counter()
             values = PROTOCOLS[name](representation(model, rep, noise_gen), dataset, data_gen, **options.get(name, {}))
+            elapsed = time.perf_counter() - start
+            reference = f"reference.{rep}.{REFERENCE_NAMES[name]}.evaluation_results"
             for key, value in values.items():
                 results[f"eval.{rep}.{name}.{key}"] = value
-            results[f"eval.{rep}.{name}.elapsed_s"] = time.perf_counter() - start
+                if key not in NOT_REFERENCE_KEYS.get(name, ()):
+                    results[f"{reference}.{key}"] = value
+            results[f"eval.{rep}.{name}.elapsed_s"] = elapsed
+            results[f"{reference}.elapsed_time"] = elapsed
     return results
 
 

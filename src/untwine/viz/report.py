@@ -243,8 +243,8 @@ def render_report(name: str, config: dict, results: dict, figures: dict[str, Pat
         for k in ("method", "beta", "dataset", "latent_dim", "steps") if k in flat_config
     )
     training = {k[len("train."):]: v for k, v in results.items() if k.startswith("train.")}
-    other = {k: v for k, v in results.items()
-             if not k.startswith(("train.", "eval.", "untrained.eval."))}
+    other = {k: v for k, v in results.items()  # reference.* keys repeat eval.* under the reference's names
+             if not k.startswith(("train.", "eval.", "untrained.eval.", "reference.", "untrained.reference."))}
     sections = [
         ("config", "Configuration", _key_value_columns(flat_config, exact=True) if flat_config
          else '<p class="note">No config.toml.</p>'),
