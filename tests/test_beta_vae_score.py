@@ -4,25 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from untwine.data import StoredDataset
 from untwine.errors import InvalidInputError
 from untwine.metrics.beta_vae_score import beta_vae_score_from_features, sample_features
+
+from factories import factor_pixels_dataset, read_pixels
 
 # the module (untwine.metrics may export a function of the same name)
 beta_vae_score = importlib.import_module("untwine.metrics.beta_vae_score")
 
 SMALL = {"num_train": 200, "num_eval": 100}
-
-
-def factor_pixels_dataset(sizes=(5, 8)):
-    grid = np.stack(np.unravel_index(np.arange(int(np.prod(sizes))), sizes), axis=1).astype(np.uint8)
-    storage = torch.from_numpy(grid).view(-1, 1, 1, len(sizes))
-    names = tuple("abcdefg"[: len(sizes)])
-    return StoredDataset("factor_pixels", storage, sizes, names, (1, 1, len(sizes)))
-
-
-def read_pixels(observations):
-    return observations.flatten(1).numpy() * 255.0
 
 
 def noise_representation(seed=0, dims=4):

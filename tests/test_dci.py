@@ -1,30 +1,13 @@
-import itertools
 
 import numpy as np
 import pytest
 import torch
 from joblib import parallel_backend
 
-from untwine.data import StoredDataset
 from untwine.errors import InvalidInputError
 from untwine.metrics.dci import completeness, dci, disentanglement, evaluate, importance_matrix
 
-
-def balanced_grid(*sizes, repeat=4):
-    """Every factor combination `repeat` times: the factors are exactly independent in the sample."""
-    grid = np.array(list(itertools.product(*[range(s) for s in sizes])))
-    return np.repeat(grid, repeat, axis=0)
-
-
-def factor_pixels_dataset(sizes=(5, 8)):
-    """Observations whose pixels are the factor indices: a representation reading them is perfectly disentangled."""
-    grid = np.stack(np.unravel_index(np.arange(int(np.prod(sizes))), sizes), axis=1).astype(np.uint8)
-    storage = torch.from_numpy(grid).view(-1, 1, 1, len(sizes))
-    return StoredDataset("factor_pixels", storage, sizes, ("a", "b"), (1, 1, len(sizes)))
-
-
-def read_pixels(observations):
-    return observations.flatten(1).numpy() * 255.0
+from factories import balanced_grid, factor_pixels_dataset, read_pixels
 
 
 ROTATION = np.array([[1.0, -1.0], [1.0, 1.0]]) / np.sqrt(2)

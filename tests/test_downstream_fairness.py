@@ -2,19 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from untwine.data import StoredDataset
 from untwine.errors import InvalidInputError
 from untwine.metrics import downstream, fairness
 
-
-def factor_pixels_dataset(sizes=(4, 5)):
-    """Observations whose pixels are the factor indices."""
-    grid = np.stack(np.unravel_index(np.arange(int(np.prod(sizes))), sizes), axis=1).astype(np.uint8)
-    return StoredDataset("factor_pixels", torch.from_numpy(grid).view(-1, 1, 1, len(sizes)), sizes, ("a", "b"), (1, 1, len(sizes)))
-
-
-def read_pixels(observations):
-    return observations.flatten(1).numpy() * 255.0
+from factories import factor_pixels_dataset, read_pixels
 
 
 def test_downstream_keys_and_perfect_representation():

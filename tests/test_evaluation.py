@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-from untwine.data import StoredDataset
 from untwine.errors import InvalidInputError
 from untwine.evaluation import evaluate_model, metric_names, representation, sample_codes
 from untwine.metrics import PROTOCOLS
@@ -10,16 +9,7 @@ from untwine.metrics import PROTOCOLS
 mig_protocol = PROTOCOLS["mig"]  # `untwine.metrics.mig` is the array-level function
 from untwine.nn import GaussianVAE
 
-
-def factor_pixels_dataset(sizes=(5, 8)):
-    """Observations whose pixels are the factor indices: a representation reading them is perfectly disentangled."""
-    grid = np.stack(np.unravel_index(np.arange(int(np.prod(sizes))), sizes), axis=1).astype(np.uint8)
-    storage = torch.from_numpy(grid).view(-1, 1, 1, len(sizes))
-    return StoredDataset("factor_pixels", storage, sizes, ("a", "b"), (1, 1, len(sizes)))
-
-
-def read_pixels(observations):
-    return observations.flatten(1).numpy() * 255.0
+from factories import factor_pixels_dataset, read_pixels
 
 
 def test_mig_protocol_on_a_perfect_representation():

@@ -4,26 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from untwine.data import StoredDataset
 from untwine.errors import InvalidInputError
 from untwine.metrics.factor_vae_score import active_dims, factor_vae_votes, votes_accuracy
+
+from factories import factor_pixels_dataset, read_pixels
 
 # the module (untwine.metrics may export a function of the same name)
 factor_vae_score = importlib.import_module("untwine.metrics.factor_vae_score")
 
 SMALL = {"num_variance_estimate": 1000, "num_train": 200, "num_eval": 100}
 KEYS = {"train_accuracy", "eval_accuracy", "num_active_dims"}
-
-
-def factor_pixels_dataset(sizes=(5, 8)):
-    grid = np.stack(np.unravel_index(np.arange(int(np.prod(sizes))), sizes), axis=1).astype(np.uint8)
-    storage = torch.from_numpy(grid).view(-1, 1, 1, len(sizes))
-    names = tuple("abcdefg"[: len(sizes)])
-    return StoredDataset("factor_pixels", storage, sizes, names, (1, 1, len(sizes)))
-
-
-def read_pixels(observations):
-    return observations.flatten(1).numpy() * 255.0
 
 
 def noise_representation(seed=0, dims=4):

@@ -1,32 +1,16 @@
 import importlib
-import itertools
 
 import numpy as np
 import pytest
 import torch
 
-from untwine.data import StoredDataset
 from untwine.errors import InvalidInputError
 from untwine.metrics.irs import irs, irs_matrix
 
+from factories import balanced_grid, factor_pixels_dataset, read_pixels
+
 # the module (untwine.metrics may export a function of the same name)
 irs_module = importlib.import_module("untwine.metrics.irs")
-
-
-def balanced_grid(*sizes, repeat=3):
-    grid = np.array(list(itertools.product(*[range(s) for s in sizes])))
-    return np.repeat(grid, repeat, axis=0)
-
-
-def factor_pixels_dataset(sizes=(5, 8)):
-    grid = np.stack(np.unravel_index(np.arange(int(np.prod(sizes))), sizes), axis=1).astype(np.uint8)
-    storage = torch.from_numpy(grid).view(-1, 1, 1, len(sizes))
-    names = tuple("abcdefg"[: len(sizes)])
-    return StoredDataset("factor_pixels", storage, sizes, names, (1, 1, len(sizes)))
-
-
-def read_pixels(observations):
-    return observations.flatten(1).numpy() * 255.0
 
 
 def noise_representation(seed=0, dims=4):

@@ -1,4 +1,3 @@
-import itertools
 
 import numpy as np
 import pytest
@@ -7,11 +6,7 @@ from untwine.errors import InvalidInputError
 from untwine.metrics import mig
 from untwine.metrics.utils import discrete_entropy, discrete_mutual_info, histogram_discretize
 
-
-def balanced_grid(*sizes, repeat=4):
-    """Every factor combination `repeat` times: the factors are exactly independent in the sample."""
-    grid = np.array(list(itertools.product(*[range(s) for s in sizes])))
-    return np.repeat(grid, repeat, axis=0)
+from factories import balanced_grid
 
 
 def _mi_by_hand(a, b):
