@@ -87,13 +87,14 @@ def evaluate_model(
             start = time.perf_counter()
             values = PROTOCOLS[name](representation(model, rep, noise_gen), dataset, data_gen, **options.get(name, {}))
             elapsed = time.perf_counter() - start
-            reference = f"reference.{rep}.{REFERENCE_NAMES[name]}.evaluation_results"
+            reference = f"reference.{rep}.{REFERENCE_NAMES[name]}.evaluation_results" if name in REFERENCE_NAMES else None
             for key, value in values.items():
                 results[f"eval.{rep}.{name}.{key}"] = value
-                if key not in NOT_REFERENCE_KEYS.get(name, ()):
+                if reference and key not in NOT_REFERENCE_KEYS.get(name, ()):
                     results[f"{reference}.{key}"] = value
             results[f"eval.{rep}.{name}.elapsed_s"] = elapsed
-            results[f"{reference}.elapsed_time"] = elapsed
+            if reference:
+                results[f"{reference}.elapsed_time"] = elapsed
     return results
 
 

@@ -21,6 +21,18 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def gaussian_encoder(model) -> Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]:
+    """observations -> (mean, log-variance) of q(z|x), numpy [N, d] each."""
+    device = _device(model)
+
+    @torch.no_grad()
+    def encode_gaussian(observations: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        mean, logvar = model.encode(observations.to(device))
+        return mean.double().cpu().numpy(), logvar.double().cpu().numpy()
+
+    return encode_gaussian
+
+
 def mean_representation(model) -> Representation:
     device = _device(model)
 
@@ -48,12 +60,13 @@ def representation(model, kind: str, generator: torch.Generator | None = None) -
     """The named representation function of `model` ("mean" or "sampled")."""
     model.eval()
     if kind == "mean":
-        return mean_representation(model)
-    if kind == "sampled":
-        if generator is None:
-            generator = torch.Generator().manual_seed(0)
-        return sampled_representation(model, generator)
-    raise InvalidInputError(f"unknown representation {kind!r}; choose mean or sampled")
+        represent = mean_representation(model)
+    elif kind == "sampled":
+        represent = sampled_representation(model, generator or torch.Generator().manual_seed(0))
+    else:
+        raise InvalidInputError(f"unknown representation {kind!r}; choose mean or sampled")
+    represent.gaussian_encoder = gaussian_encoder(model)  # for estimators that need q(z|x) itself
+    return represent
 
 
 def encode(representation: Representation, observations: torch.Tensor, batch_size: int = 256) -> np.ndarray:

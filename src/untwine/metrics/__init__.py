@@ -3,8 +3,10 @@
 Array level: codes [N, d] floats and integer factors [N, K] -> a dict keyed as in the reference.
 Protocol level: `PROTOCOLS[name](representation, dataset, generator, **options)` samples from a FactorDataset
 with the reference's defaults (spec §5.15). `REFERENCE_NAMES` maps untwine's metric names to the reference's
-metric config names (for the disentanglement_lib result format).
+metric config names (for the disentanglement_lib result format); metrics the reference lacks have none.
 """
+
+import functools
 
 from untwine.metrics import beta_vae_score as _beta_vae_score
 from untwine.metrics import dci as _dci
@@ -19,6 +21,7 @@ from untwine.metrics import unsupervised as _unsupervised
 from untwine.metrics.dci import dci
 from untwine.metrics.irs import irs
 from untwine.metrics.mig import mig
+from untwine.metrics.mig_posterior import mig_posterior
 from untwine.metrics.modularity import modularity_explicitness
 from untwine.metrics.sap import sap
 from untwine.metrics.unsupervised import unsupervised
@@ -27,6 +30,7 @@ PROTOCOLS = {
     "beta_vae": _beta_vae_score.evaluate,
     "factor_vae": _factor_vae_score.evaluate,
     "mig": _mig.evaluate,
+    "mig_posterior": functools.partial(_mig.evaluate, estimator="posterior"),
     "dci": _dci.evaluate,
     "sap": _sap.evaluate,
     "modularity_explicitness": _modularity.evaluate,
@@ -60,4 +64,4 @@ NOT_REFERENCE_KEYS = {
     "downstream_boosted_trees": {"sample_efficiency"},
 }
 
-__all__ = ["NOT_REFERENCE_KEYS", "PROTOCOLS", "REFERENCE_NAMES", "dci", "irs", "mig", "modularity_explicitness", "sap", "unsupervised"]
+__all__ = ["NOT_REFERENCE_KEYS", "PROTOCOLS", "REFERENCE_NAMES", "dci", "irs", "mig", "mig_posterior", "modularity_explicitness", "sap", "unsupervised"]

@@ -45,9 +45,21 @@ def mig(codes, factors, num_bins: int = 20) -> dict[str, float]:
     return {"discrete_mig": float(np.mean(gaps))}
 
 
-def evaluate(representation, dataset, generator: torch.Generator, num_train: int = 10_000, num_bins: int = 20) -> dict[str, float]:
-    """The reference protocol: encode `num_train` fresh samples of `dataset`, then `mig` (spec §5.3)."""
+def evaluate(representation, dataset, generator: torch.Generator, num_train: int = 10_000, num_bins: int = 20,
+             estimator: str = "histogram") -> dict[str, float]:
+    """The reference protocol: encode `num_train` fresh samples of `dataset`, then `mig` (spec §5.3).
+
+    estimator="posterior" uses Chen et al.'s estimator on the encoder's posteriors instead (`mig_posterior.py`;
+    key `posterior_mig`, different numbers; independent of the mean/sampled choice).
+    """
     from untwine.evaluation.representation import sample_codes
+
+    if estimator == "posterior":
+        from untwine.metrics.mig_posterior import evaluate as evaluate_posterior
+
+        return evaluate_posterior(representation, dataset, generator, num_train)
+    if estimator != "histogram":
+        raise InvalidInputError(f"unknown MIG estimator {estimator!r}; choose histogram or posterior")
 
     codes, factors = sample_codes(representation, dataset, num_train, generator)
     return mig(codes, factors, num_bins)
