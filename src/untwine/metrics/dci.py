@@ -168,8 +168,7 @@ def evaluate(
     n_jobs=None,
 ) -> dict[str, float]:
     """The reference protocol: encode `num_train` then `num_test` fresh samples, then `dci` (spec §5.4)."""
-    from untwine.evaluation.representation import sample_codes
+    from untwine.evaluation.representation import sample_train_test
 
-    codes_train, factors_train = sample_codes(representation, dataset, num_train, generator)
-    codes_test, factors_test = sample_codes(representation, dataset, num_test, generator)
+    codes_train, factors_train, codes_test, factors_test = sample_train_test(representation, dataset, num_train, num_test, generator)
     return dci(codes_train, factors_train, codes_test, factors_test, importance, sklearn_seed(generator), n_jobs)

@@ -73,13 +73,12 @@ def downstream_scores(train_acc: np.ndarray, test_acc: np.ndarray, size: int) ->
 def evaluate(representation, dataset, generator: torch.Generator, num_train: Sequence[int] = (10, 100, 1000, 10_000),
              num_test: int = 5_000, predictor: str = "logistic_regression", logistic: str = "ovr") -> dict[str, float]:
     """The reference protocol: for each training size, fresh train and test samples (spec §5.8)."""
-    from untwine.evaluation.representation import sample_codes
+    from untwine.evaluation.representation import sample_train_test
 
     make_predictor(predictor, logistic=logistic)  # validate the names before any encoding
     scores: dict[str, float] = {}
     for size in num_train:
-        codes_train, factors_train = sample_codes(representation, dataset, size, generator)
-        codes_test, factors_test = sample_codes(representation, dataset, num_test, generator)
+        codes_train, factors_train, codes_test, factors_test = sample_train_test(representation, dataset, size, num_test, generator)
         train_acc, test_acc = factor_accuracies(codes_train, factors_train, codes_test, factors_test, predictor,
                                                 sklearn_seed(generator), logistic)
         scores.update(downstream_scores(train_acc, test_acc, size))

@@ -130,10 +130,9 @@ def evaluate(
     logistic: str = "liblinear_ovr",
 ) -> dict[str, float]:
     """The reference protocol: encode `num_train` then `num_test` fresh samples, then the scores (spec §5.6)."""
-    from untwine.evaluation.representation import sample_codes
+    from untwine.evaluation.representation import sample_train_test
 
-    codes_train, factors_train = sample_codes(representation, dataset, num_train, generator)
-    codes_test, factors_test = sample_codes(representation, dataset, num_test, generator)
+    codes_train, factors_train, codes_test, factors_test = sample_train_test(representation, dataset, num_train, num_test, generator)
     return modularity_explicitness(
         codes_train, factors_train, codes_test, factors_test, num_bins, logistic, random_state=sklearn_seed(generator)
     )

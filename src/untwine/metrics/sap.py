@@ -107,10 +107,9 @@ def evaluate(
     continuous_factors: bool = False,
 ) -> dict[str, float]:
     """The reference protocol: encode `num_train` then `num_test` fresh samples, then `sap` (spec §5.5)."""
-    from untwine.evaluation.representation import sample_codes
+    from untwine.evaluation.representation import sample_train_test
 
-    codes_train, factors_train = sample_codes(representation, dataset, num_train, generator)
-    codes_test, factors_test = sample_codes(representation, dataset, num_test, generator)
+    codes_train, factors_train, codes_test, factors_test = sample_train_test(representation, dataset, num_train, num_test, generator)
     return sap(
         codes_train, factors_train, codes_test, factors_test, continuous_factors, random_state=sklearn_seed(generator)
     )
