@@ -10,8 +10,8 @@ import argparse
 import tempfile
 
 import torch
-
 from common import machine, save, timed
+
 from untwine.data.dsprites import render_dsprites, render_dsprites_packed
 
 

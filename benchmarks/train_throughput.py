@@ -12,8 +12,8 @@ import argparse
 import statistics
 
 import torch
-
 from common import machine, save, timed
+
 from untwine.config import TrainConfig
 from untwine.data import get_dataset
 from untwine.training.trainer import Trainer

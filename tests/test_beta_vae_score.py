@@ -3,11 +3,10 @@ import importlib
 import numpy as np
 import pytest
 import torch
+from factories import factor_pixels_dataset, read_pixels
 
 from untwine.errors import InvalidInputError
 from untwine.metrics.beta_vae_score import beta_vae_score_from_features, sample_features
-
-from factories import factor_pixels_dataset, read_pixels
 
 # the module (untwine.metrics may export a function of the same name)
 beta_vae_score = importlib.import_module("untwine.metrics.beta_vae_score")

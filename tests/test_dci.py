@@ -2,13 +2,11 @@
 import numpy as np
 import pytest
 import torch
+from factories import balanced_grid, factor_pixels_dataset, read_pixels
 from joblib import parallel_backend
 
 from untwine.errors import InvalidInputError
 from untwine.metrics.dci import completeness, dci, disentanglement, evaluate, importance_matrix
-
-from factories import balanced_grid, factor_pixels_dataset, read_pixels
-
 
 ROTATION = np.array([[1.0, -1.0], [1.0, 1.0]]) / np.sqrt(2)
 
@@ -145,16 +143,29 @@ def test_bad_input_is_rejected():
         dci(c, f, c, f, n_jobs=0)
 
 
-def test_lightgbm_is_opt_in():
-    f = balanced_grid(2, 2, repeat=3)
-    try:
-        import lightgbm  # noqa: F401
-    except ImportError:
-        with pytest.raises(InvalidInputError, match="pip install lightgbm"):
-            dci(f.astype(float), f, f.astype(float), f, importance="lightgbm")
-    else:
-        result = dci(f.astype(float), f, f.astype(float), f, importance="lightgbm", random_state=0, n_jobs=1)
-        assert 0.0 <= result["disentanglement"] <= 1.0
+def test_lightgbm_estimator_orders_representations_like_the_reference(split):
+    rng, f_train, f_test, noisy = split
+    aligned = dci(noisy(f_train), f_train, noisy(f_test), f_test, importance="lightgbm", random_state=0, n_jobs=1)
+    rotated = dci(
+        noisy(f_train) @ ROTATION, f_train, noisy(f_test) @ ROTATION, f_test, importance="lightgbm", random_state=0
+    )
+    train, test = rng.normal(size=(len(f_train), 3)), rng.normal(size=(len(f_test), 3))
+    noise = dci(train, f_train, test, f_test, importance="lightgbm", random_state=0, n_jobs=1)
+    assert aligned["disentanglement"] > 0.9 and aligned["completeness"] > 0.9
+    assert aligned["informativeness_test"] == 1.0
+    assert rotated["disentanglement"] < 0.5 and rotated["informativeness_test"] > 0.9
+    assert noise["disentanglement"] < 0.2 and noise["informativeness_test"] < 0.5
+
+
+def test_lightgbm_importances_are_normalised_and_reproducible(split):
+    rng, f_train, f_test, noisy = split
+    args = (noisy(f_train), f_train, noisy(f_test), f_test)
+    one = importance_matrix(*args, importance="lightgbm", random_state=1, n_jobs=1)
+    with parallel_backend("threading"):
+        two = importance_matrix(*args, importance="lightgbm", random_state=1, n_jobs=2)
+    assert np.allclose(one[0].sum(axis=0), 1.0)
+    for a, b in zip(one, two):
+        assert np.array_equal(a, b)
 
 
 def test_dci_protocol_on_a_perfect_representation():

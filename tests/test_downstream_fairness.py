@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 import torch
+from factories import factor_pixels_dataset, read_pixels
 
 from untwine.errors import InvalidInputError
 from untwine.metrics import downstream, fairness
-
-from factories import factor_pixels_dataset, read_pixels
 
 
 def test_downstream_keys_and_perfect_representation():
@@ -37,6 +36,21 @@ def test_downstream_noise_is_near_chance():
     train, test = downstream.factor_accuracies(rng.normal(size=(200, 3)), factors, rng.normal(size=(400, 3)), test_factors,
                                                predictor="boosted_trees", random_state=0)
     assert np.all(test < 0.4) and np.all(train > 0.5), "trees fit noise in training, not in testing"
+
+
+def test_downstream_parallel_fits_give_the_same_accuracies():
+    from joblib import parallel_backend
+
+    rng = np.random.default_rng(1)
+    factors, test_factors = rng.integers(0, 3, (120, 3)), rng.integers(0, 3, (60, 3))
+    codes, test_codes = factors + rng.normal(0, 0.7, factors.shape), test_factors + rng.normal(0, 0.7, test_factors.shape)
+    one = downstream.factor_accuracies(codes, factors, test_codes, test_factors, random_state=0, n_jobs=1)
+    with parallel_backend("threading"):
+        two = downstream.factor_accuracies(codes, factors, test_codes, test_factors, random_state=0, n_jobs=2)
+    assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
+    assert 0.5 < one[1].mean() < 1.0  # informative but noisy codes
+    with pytest.raises(InvalidInputError, match="n_jobs"):
+        downstream.factor_accuracies(codes, factors, test_codes, test_factors, n_jobs=0)
 
 
 def test_downstream_single_class_training_sample_predicts_that_class():

@@ -7,9 +7,9 @@ from untwine.evaluation import evaluate_model, metric_names, representation, sam
 from untwine.metrics import PROTOCOLS
 
 mig_protocol = PROTOCOLS["mig"]  # `untwine.metrics.mig` is the array-level function
-from untwine.nn import GaussianVAE
-
 from factories import factor_pixels_dataset, read_pixels
+
+from untwine.nn import GaussianVAE
 
 
 def test_mig_protocol_on_a_perfect_representation():

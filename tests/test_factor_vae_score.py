@@ -3,11 +3,10 @@ import importlib
 import numpy as np
 import pytest
 import torch
+from factories import factor_pixels_dataset, read_pixels
 
 from untwine.errors import InvalidInputError
 from untwine.metrics.factor_vae_score import active_dims, factor_vae_votes, votes_accuracy
-
-from factories import factor_pixels_dataset, read_pixels
 
 # the module (untwine.metrics may export a function of the same name)
 factor_vae_score = importlib.import_module("untwine.metrics.factor_vae_score")

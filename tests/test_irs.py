@@ -3,11 +3,10 @@ import importlib
 import numpy as np
 import pytest
 import torch
+from factories import balanced_grid, factor_pixels_dataset, read_pixels
 
 from untwine.errors import InvalidInputError
 from untwine.metrics.irs import irs, irs_matrix
-
-from factories import balanced_grid, factor_pixels_dataset, read_pixels
 
 # the module (untwine.metrics may export a function of the same name)
 irs_module = importlib.import_module("untwine.metrics.irs")

@@ -1,12 +1,11 @@
 
 import numpy as np
 import pytest
+from factories import balanced_grid
 
 from untwine.errors import InvalidInputError
 from untwine.metrics import mig
 from untwine.metrics.utils import discrete_entropy, discrete_mutual_info, histogram_discretize
-
-from factories import balanced_grid
 
 
 def _mi_by_hand(a, b):

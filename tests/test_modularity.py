@@ -2,12 +2,10 @@
 import numpy as np
 import pytest
 import torch
+from factories import balanced_grid, factor_pixels_dataset, read_pixels
 
 from untwine.errors import InvalidInputError
 from untwine.metrics.modularity import evaluate, explicitness_per_factor, modularity, modularity_explicitness
-
-from factories import balanced_grid, factor_pixels_dataset, read_pixels
-
 
 ROTATION = np.array([[1.0, -1.0], [1.0, 1.0]]) / np.sqrt(2)
 KEYS = {"modularity_score", "explicitness_score_train", "explicitness_score_test"}

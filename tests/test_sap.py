@@ -2,12 +2,10 @@
 import numpy as np
 import pytest
 import torch
+from factories import balanced_grid, factor_pixels_dataset, read_pixels
 
 from untwine.errors import InvalidInputError
 from untwine.metrics.sap import evaluate, sap, sap_score_matrix
-
-from factories import balanced_grid, factor_pixels_dataset, read_pixels
-
 
 ROTATION = np.array([[1.0, -1.0], [1.0, 1.0]]) / np.sqrt(2)
 

@@ -17,17 +17,33 @@ Representation = Callable[[torch.Tensor], np.ndarray]
 REPRESENTATIONS = ("mean", "sampled")
 
 
+ENCODE_CHUNK = 256  # images per encoder call: on CPU, 256 is ~2x faster per image than 4096 (cache-resident)
+
+
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def _encode(model, observations: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, logvar) of q(z|x), in chunks of ENCODE_CHUNK, channels_last for images (as in training)."""
+    means, logvars = [], []
+    for i in range(0, observations.shape[0], ENCODE_CHUNK):
+        x = observations[i : i + ENCODE_CHUNK].to(device)
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        mean, logvar = model.encode(x)
+        means.append(mean)
+        logvars.append(logvar)
+    return torch.cat(means), torch.cat(logvars)
 
 
 def gaussian_encoder(model) -> Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]:
     """observations -> (mean, log-variance) of q(z|x), numpy [N, d] each."""
     device = _device(model)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def encode_gaussian(observations: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        mean, logvar = model.encode(observations.to(device))
+        mean, logvar = _encode(model, observations, device)
         return mean.double().cpu().numpy(), logvar.double().cpu().numpy()
 
     return encode_gaussian
@@ -36,9 +52,9 @@ def gaussian_encoder(model) -> Callable[[torch.Tensor], tuple[np.ndarray, np.nda
 def mean_representation(model) -> Representation:
     device = _device(model)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def represent(observations: torch.Tensor) -> np.ndarray:
-        mean, _ = model.encode(observations.to(device))
+        mean, _ = _encode(model, observations, device)
         return mean.float().cpu().numpy()
 
     return represent
@@ -47,9 +63,9 @@ def mean_representation(model) -> Representation:
 def sampled_representation(model, generator: torch.Generator) -> Representation:
     device = _device(model)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def represent(observations: torch.Tensor) -> np.ndarray:
-        mean, logvar = model.encode(observations.to(device))
+        mean, logvar = _encode(model, observations, device)
         noise = torch.randn(mean.shape, generator=generator, device=generator.device).to(device)
         return (mean + torch.exp(0.5 * logvar) * noise).float().cpu().numpy()
 
@@ -59,6 +75,8 @@ def sampled_representation(model, generator: torch.Generator) -> Representation:
 def representation(model, kind: str, generator: torch.Generator | None = None) -> Representation:
     """The named representation function of `model` ("mean" or "sampled")."""
     model.eval()
+    if getattr(model, "architecture", None) == "conv":
+        model.to(memory_format=torch.channels_last)  # the layout training uses; ~2x faster convolutions on CPU
     if kind == "mean":
         represent = mean_representation(model)
     elif kind == "sampled":

@@ -23,7 +23,13 @@ import numpy as np
 import torch
 
 from untwine.errors import InvalidInputError
-from untwine.metrics.predictors import fit_quietly, gradient_boosting_classifier, logistic_regression_cv, sklearn_seed
+from untwine.metrics.predictors import (
+    fit_in_parallel,
+    fit_quietly,
+    gradient_boosting_classifier,
+    logistic_regression_cv,
+    sklearn_seed,
+)
 from untwine.metrics.utils import check_train_test
 
 PREDICTORS = ("logistic_regression", "boosted_trees")
@@ -37,22 +43,33 @@ def make_predictor(name: str, random_state: int | None = None, logistic: str = "
     raise InvalidInputError(f"unknown predictor {name!r}; choose {', '.join(PREDICTORS)}")
 
 
+def _fit_and_score(x_train, y_train, x_test, y_test, predictor, random_state, logistic) -> tuple[float, float]:
+    classes = np.unique(y_train)
+    if classes.size == 1:
+        pred_train, pred_test = np.full_like(y_train, classes[0]), np.full_like(y_test, classes[0])
+    else:
+        model = fit_quietly(make_predictor(predictor, random_state, logistic), x_train, y_train)
+        pred_train, pred_test = model.predict(x_train), model.predict(x_test)
+    return float(np.mean(pred_train == y_train)), float(np.mean(pred_test == y_test))
+
+
 def factor_accuracies(codes_train, factors_train, codes_test, factors_test, predictor: str = "logistic_regression",
-                      random_state: int | None = None, logistic: str = "ovr") -> tuple[np.ndarray, np.ndarray]:
-    """Per-factor (train accuracy, test accuracy) of a fresh classifier per factor on the raw codes."""
-    codes_train, factors_train, codes_test, factors_test = check_train_test(codes_train, factors_train, codes_test, factors_test)
-    train, test = [], []
-    for k in range(factors_train.shape[1]):
-        y_train, y_test = factors_train[:, k], factors_test[:, k]
-        classes = np.unique(y_train)
-        if classes.size == 1:
-            pred_train, pred_test = np.full_like(y_train, classes[0]), np.full_like(y_test, classes[0])
-        else:
-            model = fit_quietly(make_predictor(predictor, random_state, logistic), codes_train, y_train)
-            pred_train, pred_test = model.predict(codes_train), model.predict(codes_test)
-        train.append(np.mean(pred_train == y_train))
-        test.append(np.mean(pred_test == y_test))
-    return np.array(train), np.array(test)
+                      random_state: int | None = None, logistic: str = "ovr",
+                      n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-factor (train accuracy, test accuracy) of a fresh classifier per factor on the raw codes.
+
+    The factors' classifiers are fitted in parallel (`n_jobs`, see `fit_in_parallel`); each gets `random_state`.
+    """
+    codes_train, factors_train, codes_test, factors_test = check_train_test(
+        codes_train, factors_train, codes_test, factors_test
+    )
+    make_predictor(predictor, logistic=logistic)
+    jobs = [
+        (codes_train, factors_train[:, k], codes_test, factors_test[:, k], predictor, random_state, logistic)
+        for k in range(factors_train.shape[1])
+    ]
+    accuracies = np.array(fit_in_parallel(_fit_and_score, jobs, n_jobs))
+    return accuracies[:, 0], accuracies[:, 1]
 
 
 def downstream_scores(train_acc: np.ndarray, test_acc: np.ndarray, size: int) -> dict[str, float]:
@@ -71,7 +88,8 @@ def downstream_scores(train_acc: np.ndarray, test_acc: np.ndarray, size: int) ->
 
 
 def evaluate(representation, dataset, generator: torch.Generator, num_train: Sequence[int] = (10, 100, 1000, 10_000),
-             num_test: int = 5_000, predictor: str = "logistic_regression", logistic: str = "ovr") -> dict[str, float]:
+             num_test: int = 5_000, predictor: str = "logistic_regression", logistic: str = "ovr",
+             n_jobs: int | None = None) -> dict[str, float]:
     """The reference protocol: for each training size, fresh train and test samples (spec §5.8)."""
     from untwine.evaluation.representation import sample_train_test
 
@@ -80,7 +98,7 @@ def evaluate(representation, dataset, generator: torch.Generator, num_train: Seq
     for size in num_train:
         codes_train, factors_train, codes_test, factors_test = sample_train_test(representation, dataset, size, num_test, generator)
         train_acc, test_acc = factor_accuracies(codes_train, factors_train, codes_test, factors_test, predictor,
-                                                sklearn_seed(generator), logistic)
+                                                sklearn_seed(generator), logistic, n_jobs)
         scores.update(downstream_scores(train_acc, test_acc, size))
     return with_sample_efficiency(scores)
 

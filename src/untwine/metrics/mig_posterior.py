@@ -29,22 +29,29 @@ def posterior_mutual_info(means, logvars, factors, generator: torch.Generator, c
     n, d = means.shape
     noise = torch.randn(means.shape, generator=generator, device=generator.device).to("cpu", torch.float64)
     z = means + torch.exp(0.5 * logvars) * noise
+    # log q(z_m | x_n) = -1/2 (z_m^2 / v_n - 2 z_m mu_n / v_n + mu_n^2 / v_n + log v_n + log 2 pi): expanded into a
+    # rank-3 product so that one [m, 3] @ [3, N] matmul per chunk forms the whole matrix (float64 throughout)
     inv_var = torch.exp(-logvars)
-    onehots = [torch.from_numpy(np.eye(int(f.max()) + 1)[f]) for f in factors.T]  # [N, n_k] per factor
-    group_sizes = [oh.sum(0) for oh in onehots]
+    coefficients = torch.stack([-0.5 * inv_var, means * inv_var, -0.5 * (means**2 * inv_var + logvars + LOG_2PI)])
+    # all factors' one-hot indicators side by side [N, sum_k n_k]; column offsets[k] + v is "factor k equals v"
+    widths = factors.max(0) + 1
+    offsets = np.concatenate([[0], np.cumsum(widths)[:-1]])
+    columns = torch.from_numpy(factors + offsets)  # [N, K]
+    onehot = torch.zeros(n, int(widths.sum()), dtype=torch.float64).scatter_(1, columns, 1.0)
+    log_group_sizes = torch.log(onehot.sum(0))
     marginal = torch.zeros(d, dtype=torch.float64)
     conditional = torch.zeros(d, factors.shape[1], dtype=torch.float64)
     for j in range(d):
         for start in range(0, n, chunk):
-            zj = z[start:start + chunk, j:j + 1]  # [m, 1] draws, one per point
-            log_q = -0.5 * ((zj - means[:, j]) ** 2 * inv_var[:, j] + logvars[:, j] + LOG_2PI)  # [m, N]
-            top = log_q.max(1, keepdim=True).values
-            weights = torch.exp(log_q - top)
-            marginal[j] -= (top[:, 0] + torch.log(weights.sum(1)) - np.log(n)).sum()
-            for k, (onehot, sizes) in enumerate(zip(onehots, group_sizes)):
-                own = torch.from_numpy(factors[start:start + chunk, k])
-                group_sum = (weights @ onehot).gather(1, own[:, None])[:, 0]  # over the draw's own factor value
-                conditional[j, k] -= (top[:, 0] + torch.log(group_sum) - torch.log(sizes[own])).sum()
+            zj = z[start:start + chunk, j]  # [m] draws, one per point
+            powers = torch.stack([zj * zj, zj, torch.ones_like(zj)], dim=1)  # [m, 3]
+            log_q = powers @ coefficients[:, :, j]  # [m, N]
+            top = log_q.max(1).values
+            weights = log_q.sub_(top[:, None]).exp_()
+            marginal[j] -= (top + torch.log(weights.sum(1)) - np.log(n)).sum()
+            own = columns[start:start + chunk]  # [m, K]: each draw's own value of every factor
+            group_sums = (weights @ onehot).gather(1, own)  # [m, K]
+            conditional[j] -= (top[:, None] + torch.log(group_sums) - log_group_sizes[own]).sum(0)
     return ((marginal[:, None] - conditional) / n).numpy()
 
 

@@ -10,9 +10,11 @@ disentanglement_lib pinned no scikit-learn version; the study ran in 2018 (sklea
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
+from joblib import Parallel, delayed
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
@@ -66,3 +68,21 @@ def fit_quietly(model, x, y):
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", FutureWarning)
         return model.fit(x, y)
+
+
+def fit_in_parallel(function, jobs: list[tuple], n_jobs: int | None = None) -> list:
+    """[function(*job) for job in jobs], spread over joblib workers (one classifier fit per job).
+
+    n_jobs: None uses every core (capped at the number of jobs); 1 runs in this process; a negative number is
+    joblib's count. joblib's default process pool costs about a second to start once per process; choose another
+    backend with `joblib.parallel_backend`. Each job carries its own seed, so results do not depend on n_jobs.
+    """
+    if n_jobs is None:
+        n_jobs = os.cpu_count() or 1
+    if n_jobs == 0:
+        raise InvalidInputError("n_jobs must be a positive number of workers, a negative joblib count, or None")
+    if n_jobs > 0:
+        n_jobs = min(int(n_jobs), max(1, len(jobs)))
+    if n_jobs == 1:
+        return [function(*job) for job in jobs]
+    return Parallel(n_jobs=n_jobs)(delayed(function)(*job) for job in jobs)

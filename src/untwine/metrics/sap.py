@@ -27,8 +27,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
 from untwine.errors import InvalidInputError
-from untwine.metrics.utils import check_classes, check_train_test
 from untwine.metrics.predictors import sklearn_seed
+from untwine.metrics.utils import check_classes, check_train_test
 
 NAME = "sap"
 DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "continuous_factors": False}
