@@ -71,15 +71,51 @@ def _config_from(config_file: Optional[Path], **overrides):
     return TrainConfig.build(**base)
 
 
+def _numbers(text: Optional[str], name: str, kind=float) -> list:
+    """"1,2,4" -> [1.0, 2.0, 4.0]; seeds also take ranges: "0-4" -> [0, 1, 2, 3, 4]."""
+    if text is None:
+        return []
+    values = []
+    for part in (p.strip() for p in str(text).split(",")):
+        try:
+            if kind is int and "-" in part[1:]:
+                low, high = (int(x) for x in part.split("-", 1))
+                if high < low:
+                    raise ValueError
+                values.extend(range(low, high + 1))
+            else:
+                values.append(kind(part))
+        except ValueError:
+            raise typer.BadParameter(f"--{name.replace('_', '-')}: cannot read {part!r} as a number or range") from None
+    return values
+
+
+SWEEPABLE = ("beta", "gamma", "c_max", "iteration_threshold", "lambda_od", "lambda_d_factor")
+
+
 @app.command()
 def train(
-    out: Path = typer.Option(..., "--out", "-o", help="run directory to write (runs/<name>)"),
-    method: Optional[str] = typer.Option(None, help="objective: beta_vae (or vae)"),
-    beta: Optional[float] = typer.Option(None, help="KL weight of beta-VAE"),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory (several models: a folder of run directories)"),
+    method: Optional[str] = typer.Option(
+        None, help="vae, beta_vae, annealed_vae, factor_vae, beta_tcvae, dip_vae_i, dip_vae_ii"
+    ),
+    preset: Optional[str] = typer.Option(None, help="a study grid, e.g. unsupervised_study_v1 (with --value-index)"),
+    value_index: Optional[int] = typer.Option(None, help="with --preset: index of the method's swept value (0-5)"),
+    beta: Optional[str] = typer.Option(None, help="beta-VAE KL weight / beta-TCVAE TC weight; a list trains several"),
+    gamma: Optional[str] = typer.Option(None, help="FactorVAE TC weight / AnnealedVAE |KL - C| weight"),
+    c_max: Optional[str] = typer.Option(None, help="AnnealedVAE final capacity"),
+    iteration_threshold: Optional[str] = typer.Option(None, help="AnnealedVAE capacity ramp length in steps"),
+    lambda_od: Optional[str] = typer.Option(None, help="DIP-VAE off-diagonal weight"),
+    lambda_d_factor: Optional[str] = typer.Option(None, help="DIP-VAE diagonal weight / lambda_od"),
+    tc_estimator: Optional[str] = typer.Option(None, help="beta-TCVAE: reference (default), mws or mss"),
+    double_count_steps: Optional[bool] = typer.Option(
+        None, "--double-count-steps/--single-count-steps", help="FactorVAE: 2 steps per iteration as the reference"
+    ),
     dataset: Optional[str] = typer.Option(None, help="data set name (see `untwine datasets list`)"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="UNTWINE_DATA", help="where data files live"),
     steps: Optional[int] = typer.Option(None, help="training steps (reference: 300000)"),
     seed: Optional[int] = typer.Option(None, help="random seed of the run"),
+    seeds: Optional[str] = typer.Option(None, help="several seeds, e.g. 0-4 or 0,3,7 (one run each)"),
     batch_size: Optional[int] = typer.Option(None, help="batch size (reference: 64)"),
     learning_rate: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (reference: 1e-4)"),
     latent_dim: Optional[int] = typer.Option(None, help="latent dimensions (reference: 10)"),
@@ -88,20 +124,52 @@ def train(
     log_every: Optional[int] = typer.Option(None, help="log every N steps"),
     checkpoint_every: Optional[int] = typer.Option(None, help="checkpoint every N steps"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file with a run config; flags override it"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run(s) in --out from the last checkpoint"),
 ) -> None:
-    """Train one model into a run directory (checkpoints, logs, TensorBoard)."""
+    """Train one model, or every combination of listed hyperparameter values and seeds, into run directories."""
     from untwine.runs import RunDir
+    from untwine.study.grid import run_name, study_config
 
-    run = RunDir(out)
-    overrides = dict(
-        method=method, beta=beta, dataset=dataset, data_dir=str(data_dir) if data_dir else None, steps=steps,
-        seed=seed, batch_size=batch_size, learning_rate=learning_rate, latent_dim=latent_dim,
-        architecture=architecture, device=device, log_every=log_every, checkpoint_every=checkpoint_every,
+    sweeps = {name: _numbers(value, name, int if name == "iteration_threshold" else float)
+              for name, value in dict(beta=beta, gamma=gamma, c_max=c_max, iteration_threshold=iteration_threshold,
+                                      lambda_od=lambda_od, lambda_d_factor=lambda_d_factor).items()}
+    seed_list = _numbers(seeds, "seeds", int) + ([seed] if seed is not None else [])
+    base = dict(
+        method=method, dataset=dataset, data_dir=str(data_dir) if data_dir else None, steps=steps,
+        batch_size=batch_size, learning_rate=learning_rate, latent_dim=latent_dim, tc_estimator=tc_estimator,
+        double_count_steps=double_count_steps, architecture=architecture, device=device, log_every=log_every,
+        checkpoint_every=checkpoint_every,
     )
-    if resume and run.exists() and config_file is None:
-        config_file = run.config_path  # resume the stored config; flags (e.g. --steps) may extend it
-    _train(_config_from(config_file, **overrides), out, resume)
+    if preset is not None:
+        if method is None or value_index is None:
+            raise typer.BadParameter("--preset needs --method and --value-index")
+        if any(sweeps.values()):
+            raise typer.BadParameter("--preset fixes the hyperparameters; drop --beta/--gamma/...")
+        grid_values = study_config(preset, method, value_index, seed_list[0] if seed_list else 0, dataset or "dsprites")
+        base = {**grid_values, **{k: v for k, v in base.items() if v is not None and k != "method"}}
+    elif value_index is not None:
+        raise typer.BadParameter("--value-index needs --preset")
+    combos = [{}]
+    for name, values in sweeps.items():
+        if values:
+            combos = [{**c, name: v} for c in combos for v in values]
+    combos = [{**c, "seed": s} for c in combos for s in (seed_list or [None])]
+    if len(combos) == 1:
+        run = RunDir(out)
+        config_path = config_file
+        if resume and run.exists() and config_file is None:
+            config_path = run.config_path  # resume the stored config; flags (e.g. --steps) may extend it
+        _train(_config_from(config_path, **{**base, **combos[0]}), out, resume)
+        return
+    configs = [_config_from(config_file, **{**base, **combo}) for combo in combos]
+    names = [run_name(config) for config in configs]
+    console.print(f"{len(configs)} runs into {out}/: {', '.join(names)}")
+    for config, name in zip(configs, names):
+        target = out / name
+        if resume and RunDir(target).checkpoints.final.exists():
+            console.print(f"{name}: already trained")
+            continue
+        _train(config, target, resume and RunDir(target).exists())
 
 
 @app.command()

@@ -10,7 +10,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from untwine.errors import InvalidInputError
 
-METHODS = ("vae", "beta_vae")
+# method -> its hyperparameters and their defaults (the first value of the study's grid, spec §3, and the
+# study's fixed settings). A hyperparameter that the method does not use must be left unset.
+METHOD_HYPERPARAMETERS: dict[str, dict[str, float]] = {
+    "vae": {"beta": 1.0},
+    "beta_vae": {"beta": 1.0},
+    "annealed_vae": {"gamma": 1000.0, "c_max": 5.0, "iteration_threshold": 100_000},
+    "factor_vae": {"gamma": 10.0},
+    "beta_tcvae": {"beta": 1.0},
+    "dip_vae_i": {"lambda_od": 1.0, "lambda_d_factor": 10.0},
+    "dip_vae_ii": {"lambda_od": 1.0, "lambda_d_factor": 1.0},
+}
+METHODS = tuple(METHOD_HYPERPARAMETERS)
+METHOD_ALIASES = {"beta_tc_vae": "beta_tcvae", "betavae": "beta_vae", "factorvae": "factor_vae"}
+HYPERPARAMETERS = ("beta", "gamma", "c_max", "iteration_threshold", "lambda_od", "lambda_d_factor")
+TC_ESTIMATORS = ("reference", "mws", "mss")
 
 
 class TrainConfig(BaseModel):
@@ -19,7 +33,21 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: str = "beta_vae"
-    beta: float = Field(1.0, ge=0.0, description="weight of the KL term (beta-VAE)")
+    beta: float | None = Field(None, ge=0.0, description="beta-VAE: KL weight; beta-TCVAE: TC weight (1 = VAE)")
+    gamma: float | None = Field(None, ge=0.0, description="FactorVAE: TC weight; AnnealedVAE: |KL - C| weight")
+    c_max: float | None = Field(None, ge=0.0, description="AnnealedVAE: final capacity C (nats)")
+    iteration_threshold: int | None = Field(None, ge=1, description="AnnealedVAE: steps of the linear C ramp")
+    lambda_od: float | None = Field(None, ge=0.0, description="DIP-VAE: off-diagonal covariance weight")
+    lambda_d_factor: float | None = Field(None, ge=0.0, description="DIP-VAE: diagonal weight / lambda_od")
+    tc_estimator: str | None = Field(
+        None, description="beta-TCVAE: reference (MWS, constants dropped), mws (with log NM), mss (stratified)"
+    )
+    discriminator_learning_rate: float | None = Field(None, gt=0.0, description="FactorVAE discriminator Adam lr")
+    discriminator_adam_beta1: float | None = None
+    discriminator_adam_beta2: float | None = None
+    double_count_steps: bool | None = Field(
+        None, description="FactorVAE: count 2 steps per iteration, as the reference's global step (spec §2.5)"
+    )
     dataset: str = "dsprites"
     data_dir: str | None = None
     dataset_source: str = "auto"
@@ -41,6 +69,7 @@ class TrainConfig(BaseModel):
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
+        value = METHOD_ALIASES.get(value, value)
         if value not in METHODS:
             raise ValueError(f"unknown method {value!r}; known: {', '.join(METHODS)}")
         return value
@@ -53,10 +82,40 @@ class TrainConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _vae_has_beta_one(self) -> "TrainConfig":
+    def _method_hyperparameters(self) -> "TrainConfig":
+        """Fill the method's defaults; reject settings that belong to another method."""
+        own = METHOD_HYPERPARAMETERS[self.method]
+        for name in HYPERPARAMETERS:
+            if name in own:
+                if getattr(self, name) is None:
+                    setattr(self, name, type(own[name])(own[name]))
+            elif getattr(self, name) is not None:
+                users = [m for m, h in METHOD_HYPERPARAMETERS.items() if name in h]
+                raise ValueError(f"{self.method} has no hyperparameter {name} (it belongs to {', '.join(users)})")
         if self.method == "vae" and self.beta != 1.0:
             raise ValueError("method 'vae' is beta-VAE with beta = 1; use method 'beta_vae' for other betas")
+        specific = {
+            "beta_tcvae": {"tc_estimator": "reference"},
+            "factor_vae": {
+                "discriminator_learning_rate": 1e-4,
+                "discriminator_adam_beta1": 0.5,
+                "discriminator_adam_beta2": 0.9,
+                "double_count_steps": False,
+            },
+        }
+        for method, settings in specific.items():
+            for name, default in settings.items():
+                if self.method == method and getattr(self, name) is None:
+                    setattr(self, name, default)
+                elif self.method != method and getattr(self, name) is not None:
+                    raise ValueError(f"{name} is a {method} setting; this run's method is {self.method}")
+        if self.tc_estimator is not None and self.tc_estimator not in TC_ESTIMATORS:
+            raise ValueError(f"unknown tc_estimator {self.tc_estimator!r}; choose {', '.join(TC_ESTIMATORS)}")
         return self
+
+    def hyperparameters(self) -> dict[str, float]:
+        """The method's hyperparameters with their values, e.g. {"gamma": 10.0} for factor_vae."""
+        return {name: getattr(self, name) for name in METHOD_HYPERPARAMETERS[self.method]}
 
     @classmethod
     def build(cls, **values) -> "TrainConfig":

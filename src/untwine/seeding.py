@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-STREAMS = {"init": 0, "data": 1, "noise": 2, "eval": 3, "viz": 4}
+STREAMS = {"init": 0, "data": 1, "noise": 2, "eval": 3, "viz": 4, "discriminator": 5, "permute": 6}
 
 
 def stream_seed(seed: int, stream: str) -> int:

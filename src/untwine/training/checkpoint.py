@@ -93,14 +93,21 @@ def save_checkpoint(
     generators: dict[str, torch.Generator],
     step: int,
     extra: dict | None = None,
+    modules: dict[str, torch.nn.Module] | None = None,
 ) -> None:
-    """Write one complete checkpoint directory atomically (temporary name, fsync, rename)."""
+    """Write one complete checkpoint directory atomically (temporary name, fsync, rename).
+
+    `modules`: further networks trained with the model (FactorVAE's discriminator), saved as `<name>.safetensors`.
+    """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(weights, tmp / MODEL_FILE, metadata={"step": str(step)})
+        for name, module in (modules or {}).items():
+            weights = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+            save_file(weights, tmp / f"{name}.safetensors", metadata={"step": str(step)})
         opt_tensors, opt_meta = {}, {}
         for name, optimizer in optimizers.items():
             tensors, meta = _optimizer_tensors(optimizer)
@@ -137,9 +144,10 @@ def read_state(directory: Path) -> dict:
         raise CheckpointError(f"corrupt checkpoint state {path}: {exc}") from None
 
 
-def load_weights(model: torch.nn.Module, directory: Path) -> None:
-    """Load `model.safetensors` into `model`, with a clear error on a missing, corrupt or mismatched file."""
-    path = Path(directory) / MODEL_FILE
+def load_weights(model: torch.nn.Module, directory: Path, file: str = MODEL_FILE) -> None:
+    """Load `model.safetensors` (or `file`) into `model`, with a clear error on a missing, corrupt or mismatched
+    file."""
+    path = Path(directory) / file
     if not path.exists():
         raise CheckpointError(f"no weights at {path}")
     try:
@@ -161,11 +169,14 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizers: dict[str, torch.optim.Optimizer],
     generators: dict[str, torch.Generator],
+    modules: dict[str, torch.nn.Module] | None = None,
 ) -> dict:
     """Restore weights, optimiser states and generator states; returns the JSON state (with `step`)."""
     directory = Path(directory)
     state = read_state(directory)
     load_weights(model, directory)
+    for name, module in (modules or {}).items():
+        load_weights(module, directory, f"{name}.safetensors")
     try:
         tensors = load_file(directory / OPTIMIZER_FILE)
     except (SafetensorError, OSError, ValueError) as exc:
@@ -199,15 +210,15 @@ class CheckpointDir:
         candidate = self.path / pointer.read_text().strip()
         return candidate if (candidate / STATE_FILE).exists() else None
 
-    def save(self, model, optimizers, generators, step: int, extra: dict | None = None) -> Path:
+    def save(self, model, optimizers, generators, step: int, extra: dict | None = None, modules=None) -> Path:
         target = self.path / f"step-{step:08d}"
-        save_checkpoint(target, model, optimizers, generators, step, extra)
+        save_checkpoint(target, model, optimizers, generators, step, extra, modules)
         atomic_write_text(self.path / "latest", target.name)
         steps = sorted(p for p in self.path.glob("step-*") if p.is_dir())
         for old in steps[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return target
 
-    def save_final(self, model, optimizers, generators, step: int, extra: dict | None = None) -> Path:
-        save_checkpoint(self.final, model, optimizers, generators, step, extra)
+    def save_final(self, model, optimizers, generators, step: int, extra: dict | None = None, modules=None) -> Path:
+        save_checkpoint(self.final, model, optimizers, generators, step, extra, modules)
         return self.final

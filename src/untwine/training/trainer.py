@@ -18,12 +18,15 @@ import torch
 from untwine.config import TrainConfig
 from untwine.data import FactorDataset, get_dataset
 from untwine.errors import InvalidInputError, TrainingDivergedError
-from untwine.methods import beta_vae_loss
+from untwine.methods.factor_vae import discriminator_loss, permute_dims
+from untwine.methods.objective import objective_terms
+from untwine.nn.discriminator import FactorDiscriminator
 from untwine.runs import RunDir
 from untwine.seeding import make_generator
 from untwine.training.checkpoint import load_checkpoint
 from untwine.training.logging import TrainingLog
 
+RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every")
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
 
@@ -70,10 +73,26 @@ class Trainer:
             betas=(config.adam_beta1, config.adam_beta2),
             eps=config.adam_eps,
         )
+        self.optimizers = {"vae": self.optimizer}
         self.generators = {
             "data": make_generator(config.seed, "data", self.device),
             "noise": make_generator(config.seed, "noise", self.device),
         }
+        self.discriminator = None
+        if config.method == "factor_vae":
+            # its own seeded stream for initialisation and for the permutations (spec §1.6, §2.3)
+            self.discriminator = FactorDiscriminator(
+                config.latent_dim, generator=make_generator(config.seed, "discriminator")
+            ).to(self.device)
+            self.optimizers["discriminator"] = torch.optim.Adam(
+                self.discriminator.parameters(),
+                lr=config.discriminator_learning_rate,
+                betas=(config.discriminator_adam_beta1, config.discriminator_adam_beta2),
+                eps=config.adam_eps,
+            )
+            self.generators["permute"] = make_generator(config.seed, "permute", self.device)
+        self.steps_per_iteration = 2 if config.double_count_steps else 1
+        self.hyperparameters = config.hyperparameters()
         self.step = 0
         self.elapsed = 0.0
 
@@ -81,30 +100,58 @@ class Trainer:
         checkpoints = self.run.checkpoints
         latest = checkpoints.latest()
         if resume:
-            if self.run.exists() and self.run.config() != self.config:
-                raise InvalidInputError(f"{self.run.path} holds a run with a different config; cannot resume it")
+            if self.run.exists():
+                # a resumed run may be extended (more steps); anything else must match what it was trained with
+                stored = self.run.config().model_dump()
+                asked = self.config.model_dump()
+                differ = sorted(k for k in asked if k not in RESUMABLE_CHANGES and stored.get(k) != asked[k])
+                if differ:
+                    raise InvalidInputError(
+                        f"{self.run.path} holds a run with a different config ({', '.join(differ)}); cannot resume it"
+                    )
             if latest is not None:
-                state = load_checkpoint(latest, self.model, {"vae": self.optimizer}, self.generators)
+                state = load_checkpoint(latest, self.model, self.optimizers, self.generators, self.modules())
                 self.step, self.elapsed = state["step"], state.get("elapsed_s", 0.0)
         elif latest is not None or checkpoints.final.exists():
             raise InvalidInputError(f"{self.run.path} already holds a run: use --resume to continue it, or another --out")
         self.run.path.mkdir(parents=True, exist_ok=True)
         self.config.write(self.run.config_path)
 
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Networks checkpointed beside the model (FactorVAE's discriminator)."""
+        return {"discriminator": self.discriminator} if self.discriminator is not None else {}
+
     def train_step(self) -> dict[str, torch.Tensor]:
-        """One Adam step on one batch; returns the loss terms (before the update is checked)."""
+        """One Adam step on one batch; returns the loss terms (before the update is checked).
+
+        FactorVAE (spec §2.3): both losses come from the same forward pass and both optimisers step together;
+        the VAE loss's gradient reaches only encoder and decoder, the discriminator's only the discriminator.
+        """
         _, x = self.dataset.sample(self.config.batch_size, self.generators["data"])
         if self.config.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        mean, logvar, _, logits = self.model(x, self.generators["noise"])
-        terms = beta_vae_loss(logits, x, mean, logvar, self.config.beta)
+        mean, logvar, z, logits = self.model(x, self.generators["noise"])
+        terms = objective_terms(
+            self.config.method, logits, x, mean, logvar, z, float(self.step), self.hyperparameters,
+            discriminator=self.discriminator, tc_estimator=self.config.tc_estimator or "reference",
+            dataset_size=len(self.dataset),
+        )
+        if self.discriminator is not None:
+            adversary = discriminator_loss(self.discriminator, z, permute_dims(z, self.generators["permute"]))
+            terms["discriminator_loss"] = adversary["discriminator_loss"]
         loss = terms["loss"]
         value = loss.item()
         if not math.isfinite(value) or value > self.config.divergence_threshold:
             raise TrainingDivergedError(self._divergence_message(value))
-        self.optimizer.zero_grad(set_to_none=True)
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
+        if self.discriminator is not None:
+            for parameter in self.discriminator.parameters():
+                parameter.grad = None  # the TC term's gradient is not the discriminator's
+            adversary["loss"].backward()
+        for optimizer in self.optimizers.values():
+            optimizer.step()
         return terms
 
     def _divergence_message(self, value: float) -> str:
@@ -115,7 +162,7 @@ class Trainer:
 
     def save(self, final: bool = False) -> None:
         extra = {"elapsed_s": self.elapsed, "config": self.config.model_dump()}
-        args = (self.model, {"vae": self.optimizer}, self.generators, self.step, extra)
+        args = (self.model, self.optimizers, self.generators, self.step, extra, self.modules())
         if final:
             self.run.checkpoints.save_final(*args)
         else:
@@ -133,11 +180,11 @@ class Trainer:
         try:
             while self.step < self.config.steps:
                 terms = self.train_step()
-                self.step += 1
+                self.step += self.steps_per_iteration
                 for name, value in terms.items():
                     sums[name] = sums.get(name, 0.0) + float(value.detach())
                 count += 1
-                if self.step % self.config.log_every == 0 or self.step == self.config.steps:
+                if self.step % self.config.log_every == 0 or self.step >= self.config.steps:
                     now = time.perf_counter()
                     values = {k: v / count for k, v in sums.items()}
                     values["elapsed_s"] = self.elapsed + now - start

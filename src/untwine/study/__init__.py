@@ -1,0 +1,1 @@
+"""Studies: the reference's hyperparameter grids as presets (grid.py)."""
