@@ -16,7 +16,6 @@ import argparse
 import os
 import time
 
-import torch
 from common import machine, save, tree_cpu_seconds
 
 from untwine.evaluation.evaluate import evaluate_model, metric_names, scaled_options

@@ -8,7 +8,10 @@ measures a 2048 x 2048 float32 matmul (the machine's practical GEMM ceiling) and
 with `torch.utils.flop_counter.FlopCounterMode`, to report the achieved fraction of that ceiling.
 
     python benchmarks/stack_throughput.py [--device cuda] [--ks 1,5,10,30] [--steps 10] [--repeats 5]
-        [--modes grouped,vmap] [--layouts channels_last,nchw] [--threads N]
+        [--modes loop,grouped,vmap] [--layouts channels_last,nchw] [--threads N]
+
+On a machine whose cores are busy with other work, pass --threads 1: a second OpenMP thread with no free core to
+run on makes every variant several times slower and the comparison meaningless.
 """
 
 from __future__ import annotations
@@ -67,8 +70,8 @@ class Single:
             self.betas.append(torch.tensor(BETAS[k % len(BETAS)], device=device))
         self.dataset, self.batch_size, self.channels_last = dataset, batch_size, channels_last
 
-    def step(self, k: int = None):
-        for k in range(len(self.models)) if k is None else [k]:
+    def step(self):
+        for k in range(len(self.models)):
             data, noise = self.gens[k]
             _, x = self.dataset.sample(self.batch_size, data)
             if self.channels_last:
@@ -111,7 +114,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="steps per timed repeat (each step = K model-steps)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--modes", default="grouped,vmap", help="ModelStack modes to measure")
+    parser.add_argument("--modes", default="loop,grouped,vmap", help="ModelStack modes to measure")
     parser.add_argument("--layouts", default="channels_last,nchw", help="channels_last and/or nchw")
     parser.add_argument("--no-sequential", action="store_true", help="skip the K-single-models baseline")
     parser.add_argument("--threads", type=int, default=None)
@@ -170,7 +173,8 @@ def main() -> None:
         base = rows.get("sequential_channels_last") or rows.get("sequential_nchw")
         if base:
             for row in rows.values():
-                row["speedup_over_sequential"] = row["model_steps_per_second_median"] / base["model_steps_per_second_median"]
+                speedup = row["model_steps_per_second_median"] / base["model_steps_per_second_median"]
+                row["speedup_over_sequential"] = speedup
         results[str(K)] = {"stack_step_flops": stack_flops, "variants": rows}
         for name, row in rows.items():
             extra = f", x{row['speedup_over_sequential']:.2f} vs sequential" if "speedup_over_sequential" in row else ""

@@ -180,3 +180,4 @@ def test_cli_preset_and_sweeps(tmp_path, capsys):
     assert "factor_vae has no hyperparameter beta" in capsys.readouterr().err
     assert main(["train", "--seeds", "3-1", "--out", str(tmp_path / "y")]) == 2
     assert main(["train", "--value-index", "1", "--out", str(tmp_path / "z")]) == 2
+    assert main(["train", "--beta", "1,2", "--stack-size", "0", "--out", str(tmp_path / "w")]) == 2

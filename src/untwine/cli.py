@@ -125,8 +125,14 @@ def train(
     checkpoint_every: Optional[int] = typer.Option(None, help="checkpoint every N steps"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file with a run config; flags override it"),
     resume: bool = typer.Option(False, "--resume", help="continue the run(s) in --out from the last checkpoint"),
+    stack_size: Optional[int] = typer.Option(
+        None, help="several runs: train up to N at once as one ModelStack (default: all; 1: one at a time)"
+    ),
 ) -> None:
-    """Train one model, or every combination of listed hyperparameter values and seeds, into run directories."""
+    """Train one model, or every combination of listed hyperparameter values and seeds, into run directories.
+
+    Several runs of one method are trained together as a ModelStack (each is still its own run directory);
+    FactorVAE runs are trained one after another."""
     from untwine.runs import RunDir
     from untwine.study.grid import run_name, study_config
 
@@ -163,13 +169,37 @@ def train(
         return
     configs = [_config_from(config_file, **{**base, **combo}) for combo in combos]
     names = [run_name(config) for config in configs]
-    console.print(f"{len(configs)} runs into {out}/: {', '.join(names)}")
+    if stack_size is not None and stack_size < 1:
+        raise typer.BadParameter("--stack-size must be at least 1")
+    size = 1 if configs[0].method == "factor_vae" else (stack_size or len(configs))
+    console.print(f"{len(configs)} runs into {out}/ ({'stacks of up to ' + str(size) if size > 1 else 'one at a time'})")
+    pending = []
     for config, name in zip(configs, names):
-        target = out / name
-        if resume and RunDir(target).checkpoints.final.exists():
+        if resume and RunDir(out / name).checkpoints.final.exists():
             console.print(f"{name}: already trained")
-            continue
-        _train(config, target, resume and RunDir(target).exists())
+        else:
+            pending.append((config, out / name))
+    for start in range(0, len(pending), size):
+        group = pending[start:start + size]
+        again = resume and any(RunDir(target).exists() for _, target in group)
+        if len(group) == 1:
+            _train(group[0][0], group[0][1], again)
+        else:
+            _train_stack([c for c, _ in group], [t for _, t in group], again)
+
+
+def _train_stack(configs, targets, resume: bool) -> None:
+    from untwine.training.stack_trainer import StackTrainer
+
+    trainer = StackTrainer(configs, targets)
+    progress, update = _progress_bar(configs[0].steps, 0, f"train stack of {len(configs)}")
+    trainer.progress = update
+    with progress:
+        summaries = trainer.train(resume=resume)
+    console.print(
+        f"trained {len(configs)} runs x {summaries[0]['train.global_step']} steps in "
+        f"{summaries[0]['train.elapsed_s']:.0f} s -> {', '.join(str(t) for t in targets)}"
+    )
 
 
 @app.command()

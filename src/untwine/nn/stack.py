@@ -7,18 +7,27 @@ respect to member k's slice is member k's own gradient, and one `torch.optim.Ada
 (Adam is elementwise; its step counter is the same for all members since they step together) updates every member
 exactly as its own Adam would. ``tests/test_stack.py`` checks this against K separately trained models.
 
-Two ways of computing the batched forward pass (``mode``):
+Three ways of computing the batched forward pass (``mode``), all giving each member's own outputs:
 
-- ``"grouped"`` (default): convolutions run once for all members as grouped convolutions (members stacked along
-  channels, ``groups=K``), dense layers as one batched matmul ``[K, B, in] @ [K, in, out]``. Activations stay in
-  the grouped ``[B, K*C, H, W]`` layout through the conv stack (channels_last when ``channels_last=True``).
+- ``"grouped"``: convolutions run once for all members as grouped convolutions (members stacked along channels,
+  ``groups=K``), dense layers as one batched matmul ``[K, B, in] @ [K, in, out]``. Activations stay in the grouped
+  ``[B, K*C, H, W]`` layout through the conv stack (channels_last when ``channels_last=True``). One kernel launch
+  per layer for all K members: the choice for GPUs.
 - ``"vmap"``: ``torch.func.vmap`` of ``torch.func.functional_call`` of the ordinary module over the stacked
-  parameters. PyTorch's batching rule for convolutions also turns them into grouped convolutions, so the two
-  compute the same thing; they differ in layout copies. ``benchmarks/stack_throughput.py`` measures both.
+  parameters. PyTorch's batching rule also turns the convolutions into grouped ones; on CPU it measured slower
+  than "grouped" (extra layout copies), so it is kept as the simple reference implementation.
+- ``"loop"``: the members one after another in one autograd graph (``functional_call`` on slices of the stacked
+  parameters). On a CPU one model at batch 64 already fills the cores, and grouping K models only grows the working
+  set; "loop" keeps single-model speed while keeping the stack's one optimiser / one checkpoint.
+- ``"auto"`` (default): "loop" when the parameters are on the CPU, "grouped" otherwise.
 
-K = 1 is the ordinary case (grouped convolutions with groups=1 and a batched matmul of one).
+Measured on the 2-core development CPU (loaded by another job, 1 thread, channels_last; benchmarks/stack_throughput.py),
+model-steps/s relative to K separate models stepped in turn, at K = 1 / 5 / 10: loop 0.92 / 0.99 / 0.97,
+grouped 0.96 / 0.73 / 0.61, vmap 0.84 / 0.46 / 0.50. GPUs are not measured yet.
 
-    >>> stack = ModelStack.from_seeds([0, 1, 2])               # three conv64 members, seeds 0..2
+K = 1 is the ordinary case (in every mode it is the ordinary model's computation, up to float rounding).
+
+    >>> stack = ModelStack.from_seeds([0, 1, 2], channels_last=True)  # three conv64 members, seeds 0..2
     >>> mean, logvar, z, logits = stack(x, noise_generators)    # x: [3, B, 1, 64, 64]
     >>> terms = stacked_terms(beta_vae_loss, logits, x, mean, logvar, z, beta=torch.tensor([1., 4., 16.]))
     >>> terms["loss"].sum().backward()                          # the sum: each member gets its own gradient
@@ -40,7 +49,7 @@ from untwine.errors import InvalidInputError
 from untwine.nn.conv import GaussianVAE
 from untwine.seeding import make_generator
 
-MODES = ("grouped", "vmap")
+MODES = ("auto", "loop", "grouped", "vmap")
 
 
 def _signature(model: GaussianVAE) -> tuple:
@@ -55,19 +64,23 @@ def _describe(sig: tuple) -> str:
 class ModelStack(nn.Module):
     """K GaussianVAEs of one architecture held as stacked ``[K, ...]`` parameters; see the module docstring.
 
-    ``channels_last`` runs the grouped conv stack in channels_last (faster on CPU with oneDNN); it changes only
-    the activations' memory layout, never the results beyond float rounding. Do not call
-    ``stack.to(memory_format=...)``: the stacked conv weights are 5-d. ``.to(device)`` / ``.to(dtype)`` work.
+    ``channels_last=True`` does what ``model.to(memory_format=torch.channels_last)`` plus channels_last inputs do
+    for one model (the trainer's default for conv; faster on CPU with oneDNN): the conv inputs and weights are laid
+    out channels_last inside the forward pass. It changes memory layouts only, never results beyond float rounding.
+    Do not call ``stack.to(memory_format=...)`` (the stacked conv weights are 5-d and PyTorch refuses);
+    ``.to(device)`` and ``.to(dtype)`` work. Inputs may be in any layout.
     """
 
-    def __init__(self, models: Sequence[GaussianVAE], mode: str = "grouped", channels_last: bool = False):
+    def __init__(self, models: Sequence[GaussianVAE], mode: str = "auto", channels_last: bool = False):
         super().__init__()
         models = list(models)
         if not models:
             raise InvalidInputError("a ModelStack needs at least one model (K >= 1)")
         for i, m in enumerate(models):
             if not isinstance(m, GaussianVAE):
-                raise InvalidInputError(f"ModelStack members must be GaussianVAE modules; member {i} is {type(m).__name__}")
+                raise InvalidInputError(
+                    f"ModelStack members must be GaussianVAE modules; member {i} is {type(m).__name__}"
+                )
         if mode not in MODES:
             raise InvalidInputError(f"unknown ModelStack mode {mode!r}; choose one of {', '.join(MODES)}")
         reference = _signature(models[0])
@@ -98,14 +111,16 @@ class ModelStack(nn.Module):
                 stacked = torch.stack([dict(m.named_parameters())[name].detach() for m in models]).contiguous()
                 self._owner(name, create=True).register_parameter(name.rsplit(".", 1)[-1], nn.Parameter(stacked))
         # A weightless copy of the architecture (meta device): the layer program for "grouped" and the module
-        # that `functional_call` runs for "vmap". Kept out of the module tree so it holds no parameters.
+        # that `functional_call` runs for "vmap" and "loop". Kept out of the module tree: it holds no parameters.
         template = copy.deepcopy(models[0]).to("meta")
         object.__setattr__(self, "_template", template)
 
     # construction ------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_models(cls, models: Sequence[GaussianVAE], mode: str = "grouped", channels_last: bool = False) -> "ModelStack":
+    def from_models(
+        cls, models: Sequence[GaussianVAE], mode: str = "auto", channels_last: bool = False
+    ) -> "ModelStack":
         """A stack holding copies of `models`' current weights (the models themselves are not modified)."""
         return cls(models, mode=mode, channels_last=channels_last)
 
@@ -117,7 +132,7 @@ class ModelStack(nn.Module):
         latent_dim: int = 10,
         architecture: str = "conv",
         device: str | torch.device = "cpu",
-        mode: str = "grouped",
+        mode: str = "auto",
         channels_last: bool = False,
     ) -> "ModelStack":
         """Members initialised exactly as `RunDir.build_model` initialises a run of each seed (``init`` stream)."""
@@ -145,11 +160,21 @@ class ModelStack(nn.Module):
     def K(self) -> int:
         return self._K
 
+    @property
+    def resolved_mode(self) -> str:
+        """The implementation in use: `mode`, with "auto" resolved by the parameters' device."""
+        if self.mode != "auto":
+            return self.mode
+        return "loop" if self._param(self._names[0]).device.type == "cpu" else "grouped"
+
     def __len__(self) -> int:
         return self._K
 
     def extra_repr(self) -> str:
-        return f"K={self.K}, mode={self.mode!r}, channels_last={self.channels_last}, {_describe(_signature(self))}"
+        return (
+            f"K={self.K}, mode={self.mode!r} ({self.resolved_mode}), channels_last={self.channels_last}, "
+            f"{_describe(_signature(self))}"
+        )
 
     # members as ordinary modules -----------------------------------------------------------------------------
 
@@ -176,7 +201,8 @@ class ModelStack(nn.Module):
         state = source.state_dict() if isinstance(source, nn.Module) else source
         if isinstance(source, GaussianVAE) and _signature(source) != _signature(self):
             raise InvalidInputError(
-                f"cannot load a model with {_describe(_signature(source))} into a stack of {_describe(_signature(self))}"
+                f"cannot load a model with {_describe(_signature(source))} "
+                f"into a stack of {_describe(_signature(self))}"
             )
         missing = set(self._names) - set(state)
         if missing:
@@ -200,16 +226,16 @@ class ModelStack(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [K, B, C, H, W] (member k's batch is x[k]) -> (mean, logvar), each [K, B, d]."""
         self._check_input(x, "encode's input", tuple(self.observation_shape))
-        if self.mode == "vmap":
-            return self._vmap_call("encoder", x)
+        if self.resolved_mode != "grouped":
+            return self._member_call("encoder", x)
         h = self._grouped_sequential("encoder.features", self._template.encoder.features, x)
         return self._linear("encoder.mean", h), self._linear("encoder.logvar", h)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z [K, B, d] -> Bernoulli logits [K, B, C, H, W]."""
         self._check_input(z, "decode's input", (self.latent_dim,))
-        if self.mode == "vmap":
-            return self._vmap_call("decoder", z)
+        if self.resolved_mode != "grouped":
+            return self._member_call("decoder", z)
         decoder = self._template.decoder
         if self.architecture == "conv":
             h = self._grouped_sequential("decoder.dense", decoder.dense, z)  # [K, B, 1024]
@@ -217,7 +243,9 @@ class ModelStack(nn.Module):
             return self._grouped_sequential("decoder.deconv", decoder.deconv, h)
         return self._grouped_sequential("decoder.net", decoder.net, z).unflatten(2, tuple(self.observation_shape))
 
-    def reparameterize(self, mean: torch.Tensor, logvar: torch.Tensor, generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+    def reparameterize(
+        self, mean: torch.Tensor, logvar: torch.Tensor, generators: Sequence[torch.Generator] | None = None
+    ) -> torch.Tensor:
         """z = mean + exp(logvar / 2) * eps with member k's eps [B, d] drawn from generators[k], exactly the draw
         `GaussianVAE.reparameterize` makes in a separate run with that generator."""
         if generators is None:
@@ -236,16 +264,30 @@ class ModelStack(nn.Module):
         z = self.reparameterize(mean, logvar, generators)
         return mean, logvar, z, self.decode(z)
 
-    # "vmap": functional_call of the ordinary module, vmapped over the member axis
+    # "vmap" and "loop": functional_call of the ordinary module on the stacked parameters, vmapped or looped
 
-    def _vmap_call(self, part: str, inputs: torch.Tensor):
+    def _member_call(self, part: str, inputs: torch.Tensor):
         prefix = part + "."
         params = {name[len(prefix):]: self._param(name) for name in self._names if name.startswith(prefix)}
         module = getattr(self._template, part)
         if self.channels_last and part == "encoder" and self.architecture == "conv":
             # member slices channels_last: memory [K, B, H, W, C]
             inputs = inputs.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-        return vmap(lambda p, a: functional_call(module, p, (a,)))(params, inputs)
+        if self.resolved_mode == "vmap":
+            return vmap(lambda p, a: functional_call(module, p, (a,)))(params, inputs)
+        # "loop": one member after another in one autograd graph; unbind's backward stacks the members' gradients
+        slices = {name: p.unbind(0) for name, p in params.items()}
+        if self.channels_last:  # as the separate model's weights (`model.to(memory_format=channels_last)`)
+            slices = {
+                name: tuple(w.to(memory_format=torch.channels_last) for w in s) if s[0].ndim == 4 else s
+                for name, s in slices.items()
+            }
+        outputs = [
+            functional_call(module, {name: s[k] for name, s in slices.items()}, (inputs[k],)) for k in range(self.K)
+        ]
+        if isinstance(outputs[0], tuple):
+            return tuple(torch.stack(parts) for parts in zip(*outputs))
+        return torch.stack(outputs)
 
     # "grouped": members along channels (conv, groups=K) or along a batch axis of matmuls (dense)
 
@@ -278,11 +320,15 @@ class ModelStack(nn.Module):
                     h, grouped = self._to_grouped(h), True
                 weight, bias = self._param(name + ".weight"), self._param(name + ".bias")
                 w = weight.flatten(0, 1)  # [K*out, in, kh, kw] (conv) or [K*in, out, kh, kw] (transposed)
+                if self.channels_last:
+                    w = w.to(memory_format=torch.channels_last)
                 b = bias.flatten() if bias is not None else None
                 if isinstance(layer, nn.Conv2d):
                     h = F.conv2d(h, w, b, layer.stride, layer.padding, layer.dilation, groups=K)
                 else:
-                    h = F.conv_transpose2d(h, w, b, layer.stride, layer.padding, layer.output_padding, K, layer.dilation)
+                    h = F.conv_transpose2d(
+                        h, w, b, layer.stride, layer.padding, layer.output_padding, K, layer.dilation
+                    )
             elif isinstance(layer, nn.Flatten):
                 if grouped:
                     h, grouped = self._from_grouped(h), False
@@ -305,6 +351,48 @@ def stack_batches(dataset, batch_size: int, generators: Sequence[torch.Generator
     generators[k])`, the very draw a separate run with that ``data`` generator makes."""
     draws = [dataset.sample(batch_size, g) for g in generators]
     return torch.stack([f for f, _ in draws]), torch.stack([x for _, x in draws])
+
+
+def member_optimizer_state(state_dict: dict, k: int) -> dict:
+    """Member k's share of the state_dict of an optimiser over ``stack.parameters()``: a state_dict that loads into
+    the same optimiser class over ``stack.member(k).parameters()`` (same parameter order), so a member can be saved,
+    and resumed, as an ordinary run. Per-parameter tensors with a leading member axis are sliced; the rest (Adam's
+    ``step``, the hyperparameter groups) are copied."""
+    return {
+        "state": {
+            index: {
+                key: value[k].clone() if torch.is_tensor(value) and value.ndim >= 1 else copy.deepcopy(value)
+                for key, value in state.items()
+            }
+            for index, state in state_dict["state"].items()
+        },
+        "param_groups": copy.deepcopy(state_dict["param_groups"]),
+    }
+
+
+def stack_optimizer_states(state_dicts: Sequence[dict]) -> dict:
+    """The inverse of `member_optimizer_state`: K single-model optimiser state_dicts -> one for the stack.
+    The members must have stepped equally often and share hyperparameters (one optimiser steps them all)."""
+    first = state_dicts[0]
+    for i, other in enumerate(state_dicts[1:], start=1):
+        if other["param_groups"] != first["param_groups"]:
+            raise InvalidInputError(
+                f"optimiser state {i} has other hyperparameters than state 0; one optimiser cannot hold both"
+            )
+    stacked = {}
+    for index, state in first["state"].items():
+        stacked[index] = {}
+        for key, value in state.items():
+            values = [sd["state"][index][key] for sd in state_dicts]
+            if torch.is_tensor(value) and value.ndim >= 1:
+                stacked[index][key] = torch.stack(values)
+            else:
+                if any(not torch.equal(torch.as_tensor(v), torch.as_tensor(value)) for v in values):
+                    raise InvalidInputError(
+                        f"optimiser states differ in {key!r} (e.g. Adam's step count); cannot stack them"
+                    )
+                stacked[index][key] = copy.deepcopy(value)
+    return {"state": stacked, "param_groups": copy.deepcopy(first["param_groups"])}
 
 
 def _takes_z(loss_fn: Callable) -> bool:

@@ -199,6 +199,10 @@ class Trainer:
         finally:
             log.close()
         self.elapsed += time.perf_counter() - start
+        return self.finish(start_step)
+
+    def finish(self, start_step: int) -> dict[str, float]:
+        """Write the final checkpoint and the training summary (merged into results.json as train.*)."""
         self.save(final=True)
         trained = self.step - start_step
         summary = {"train.global_step": self.step, "train.elapsed_s": self.elapsed}

@@ -1,0 +1,201 @@
+"""Train K runs of one method as one ModelStack (DESIGN.md: nn/stack.py; issue "stacked training").
+
+The K runs may differ only in their seed and in the values of the method's hyperparameters. Each member keeps
+everything a separate run has: its own initialisation (`init` stream of its seed), its own batches (`data`),
+its own reparameterisation noise (`noise`), its own Adam moments (slices of one Adam over the stacked
+parameters: Adam is elementwise), its own run directory with config, JSONL/TensorBoard log, checkpoints and
+results. Checkpoints are written per run in the ordinary single-run format, so a member is loaded, evaluated,
+reported, or resumed alone exactly like a run trained by `Trainer`; a stack resumes from its members' latest
+checkpoints.
+
+Not stacked: FactorVAE (each member would also need its own discriminator and second optimiser); `untwine train`
+trains FactorVAE sweeps one run after another.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import torch
+
+from untwine.config import HYPERPARAMETERS, TrainConfig
+from untwine.data import FactorDataset
+from untwine.errors import InvalidInputError, TrainingDivergedError
+from untwine.methods.objective import objective_terms
+from untwine.nn.stack import ModelStack, stack_batches, stacked_terms
+from untwine.runs import RunDir
+from untwine.training.logging import TrainingLog
+from untwine.training.trainer import ProgressFn, Trainer, dataset_for
+
+PER_MEMBER = ("seed", *HYPERPARAMETERS)
+
+
+def check_stackable(configs: Sequence[TrainConfig]) -> None:
+    """Raise unless the configs differ only in seed and hyperparameter values (and are not FactorVAE)."""
+    if not configs:
+        raise InvalidInputError("a stack needs at least one run")
+    if configs[0].method == "factor_vae":
+        raise InvalidInputError("factor_vae runs are not stacked (each needs its own discriminator); train them singly")
+    shared = {k: v for k, v in configs[0].model_dump().items() if k not in PER_MEMBER}
+    for config in configs[1:]:
+        other = {k: v for k, v in config.model_dump().items() if k not in PER_MEMBER}
+        differ = sorted(k for k in shared if shared[k] != other[k])
+        if differ:
+            raise InvalidInputError(f"stacked runs may differ only in seed and hyperparameters, not {', '.join(differ)}")
+
+
+class StackTrainer:
+    """Trains `configs[k]` into `run_dirs[k]` for every k, as one batched computation.
+
+    >>> configs = [TrainConfig(method="beta_tcvae", beta=b, seed=s) for b in (1, 4) for s in (0, 1)]
+    >>> StackTrainer(configs, [f"runs/tc/{i}" for i in range(4)]).train()
+    """
+
+    def __init__(
+        self,
+        configs: Sequence[TrainConfig],
+        run_dirs: Sequence[RunDir | str],
+        dataset: FactorDataset | None = None,
+        progress: ProgressFn | None = None,
+        mode: str = "auto",
+    ):
+        configs = list(configs)
+        if len(configs) != len(run_dirs):
+            raise InvalidInputError(f"{len(configs)} configs but {len(run_dirs)} run directories")
+        check_stackable(configs)
+        self.config = configs[0]
+        self.dataset = dataset or dataset_for(self.config)
+        self.members = [Trainer(c, r, dataset=self.dataset) for c, r in zip(configs, run_dirs)]
+        self.dataset = self.members[0].dataset  # on the training device
+        self.progress = progress
+        self.mode = mode
+        self.hyperparameters = {
+            name: torch.tensor([m.config.hyperparameters()[name] for m in self.members], dtype=torch.float32,
+                               device=self.members[0].device)
+            for name in self.config.hyperparameters()
+        }
+
+    def _build_stack(self) -> None:
+        """Stack the members' (possibly resumed) weights and Adam moments."""
+        models = [m.model for m in self.members]
+        self.stack = ModelStack.from_models(models, mode=self.mode, channels_last=self.config.channels_last)
+        self.stack.to(self.members[0].device)
+        config = self.config
+        self.optimizer = torch.optim.Adam(
+            self.stack.parameters(), lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_eps,
+        )
+        member_params = [dict(m.model.named_parameters()) for m in self.members]
+        for name, stacked in self.stack.named_parameters():
+            states = [m.optimizer.state.get(params[name]) for m, params in zip(self.members, member_params)]
+            if all(states):
+                self.optimizer.state[stacked] = {
+                    "step": states[0]["step"].clone(),
+                    "exp_avg": torch.stack([s["exp_avg"].contiguous() for s in states]),
+                    "exp_avg_sq": torch.stack([s["exp_avg_sq"].contiguous() for s in states]),
+                }
+            elif any(states):
+                raise InvalidInputError("some members have optimiser state and others not; resume them singly")
+
+    def _write_back(self) -> None:
+        """Copy each member's slice of weights and Adam moments into its own Trainer (for checkpointing)."""
+        with torch.no_grad():
+            for k, member in enumerate(self.members):
+                params = dict(member.model.named_parameters())
+                for name, stacked in self.stack.named_parameters():
+                    params[name].copy_(stacked[k])
+                    state = self.optimizer.state.get(stacked)
+                    if state:
+                        member.optimizer.state[params[name]] = {
+                            "step": state["step"].clone(),
+                            "exp_avg": state["exp_avg"][k].clone(),
+                            "exp_avg_sq": state["exp_avg_sq"][k].clone(),
+                        }
+
+    def _prepare(self, resume: bool) -> None:
+        for member in self.members:
+            member._prepare_run_dir(resume)
+        steps = {m.step for m in self.members}
+        if len(steps) > 1:
+            raise InvalidInputError(f"the runs to stack stand at different steps {sorted(steps)}; resume them singly")
+        self.step = steps.pop()
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One Adam step of every member on its own batch; returns the terms, each [K]."""
+        _, x = stack_batches(self.dataset, self.config.batch_size, [m.generators["data"] for m in self.members])
+        mean, logvar, z, logits = self.stack(x, [m.generators["noise"] for m in self.members])
+        step = float(self.step)
+
+        def objective(logits, x, mean, logvar, z, **hyperparameters):
+            return objective_terms(
+                self.config.method, logits, x, mean, logvar, z, step, hyperparameters,
+                tc_estimator=self.config.tc_estimator or "reference", dataset_size=len(self.dataset),
+            )
+
+        terms = stacked_terms(objective, logits, x, mean, logvar, z, **self.hyperparameters)
+        losses = terms["loss"].detach()
+        bad = [k for k, v in enumerate(losses.tolist())
+               if not math.isfinite(v) or v > self.config.divergence_threshold]
+        if bad:
+            runs = ", ".join(str(self.members[k].run.path) for k in bad)
+            raise TrainingDivergedError(
+                f"training diverged at step {self.step + 1} in {runs} (loss {losses[bad[0]].item()}); the stack "
+                "stopped before the update, every run keeps its last good checkpoint"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].sum().backward()  # the sum gives each member exactly its own gradient
+        self.optimizer.step()
+        return terms
+
+    def _save(self, final: bool = False) -> None:
+        self._write_back()
+        for member in self.members:
+            member.step = self.step
+            member.save(final=final)
+
+    def train(self, resume: bool = False) -> list[dict[str, float]]:
+        """Train every member to `steps`; returns the members' training summaries."""
+        self._prepare(resume)
+        self._build_stack()
+        logs = [TrainingLog(m.run.path, resume_step=self.step) for m in self.members]
+        self.stack.train()
+        sums: list[dict[str, float]] = [{} for _ in self.members]
+        count, start, start_step = 0, time.perf_counter(), self.step
+        elapsed = self.members[0].elapsed
+        config = self.config
+        try:
+            while self.step < config.steps:
+                terms = self.train_step()
+                self.step += 1
+                values = {name: value.detach().tolist() for name, value in terms.items()}
+                for k, own in enumerate(sums):
+                    for name, column in values.items():
+                        own[name] = own.get(name, 0.0) + column[k]
+                count += 1
+                if self.step % config.log_every == 0 or self.step >= config.steps:
+                    now = elapsed + time.perf_counter() - start
+                    for log, own in zip(logs, sums):
+                        log.write(self.step, {**{k: v / count for k, v in own.items()}, "elapsed_s": now})
+                    if self.progress:
+                        mean_loss = sum(s["loss"] for s in sums) / (count * len(sums))
+                        self.progress(self.step, config.steps, {"loss": mean_loss, "elapsed_s": now})
+                    sums, count = [{} for _ in self.members], 0
+                if self.step % config.checkpoint_every == 0 and self.step < config.steps:
+                    self._set_elapsed(elapsed + time.perf_counter() - start)
+                    self._save()
+        finally:
+            for log in logs:
+                log.close()
+        self._set_elapsed(elapsed + time.perf_counter() - start)
+        self._write_back()
+        summaries = []
+        for member in self.members:
+            member.step = self.step
+            summaries.append(member.finish(start_step))
+        return summaries
+
+    def _set_elapsed(self, seconds: float) -> None:
+        for member in self.members:
+            member.elapsed = seconds
