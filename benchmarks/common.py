@@ -69,12 +69,22 @@ def timed(fn, repeats: int) -> dict:
         fn()
         walls.append(time.perf_counter() - w)
         cpus.append(time.process_time() - c)
-    return {"wall_s_median": statistics.median(walls), "cpu_s_median": statistics.median(cpus), "wall_s": walls, "cpu_s": cpus}
+    return {
+        "wall_s_median": statistics.median(walls),
+        "cpu_s_median": statistics.median(cpus),
+        "wall_s": walls,
+        "cpu_s": cpus,
+    }
 
 
 def save(name: str, payload: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"benchmark": name, "machine_at_start": payload.pop("machine", machine()), **payload, "load_average_at_end": os.getloadavg()}
+    payload = {
+        "benchmark": name,
+        "machine_at_start": payload.pop("machine", machine()),
+        **payload,
+        "load_average_at_end": os.getloadavg(),
+    }
     path.write_text(json.dumps(payload, indent=1))
     return path

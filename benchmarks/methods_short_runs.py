@@ -43,20 +43,24 @@ def main() -> None:
         settings = dict(SETTINGS[method])
         if method == "annealed_vae":
             settings["iteration_threshold"] = args.steps
-        config = TrainConfig(method=method, steps=args.steps, learning_rate=args.lr, device=args.device,
-                             checkpoint_every=500, **settings)
+        config = TrainConfig(
+            method=method, steps=args.steps, learning_rate=args.lr, device=args.device, checkpoint_every=500, **settings
+        )
         run = RunDir(f"{args.out}/{method}")
         start = time.perf_counter()
         Trainer(config, run).train(resume=run.exists())
         train_s = time.perf_counter() - start
         trained = evaluate_run(run, ["mig"], ["mean"], device=args.device)["eval.mean.mig.discrete_mig"]
         untrained = evaluate_run(run, ["mig"], ["mean"], untrained=True, device=args.device)[
-            "untrained.eval.mean.mig.discrete_mig"]
+            "untrained.eval.mean.mig.discrete_mig"
+        ]
         row = {"method": method, **settings, "train_s": train_s, "mig_trained": trained, "mig_untrained": untrained}
         payload["runs"].append(row)
         save(f"methods_short_runs_{args.device}", dict(payload))
-        print(f"{method:14s} {settings}  MIG {trained:.4f} trained vs {untrained:.4f} untrained  ({train_s:.0f} s)",
-              flush=True)
+        print(
+            f"{method:14s} {settings}  MIG {trained:.4f} trained vs {untrained:.4f} untrained  ({train_s:.0f} s)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,17 @@ from untwine.runs import RunDir
 
 EXTRAS = {"dci_lightgbm": ("dci", {"importance": "lightgbm"})}
 HEADLINES = (
-    "eval_accuracy", "discrete_mig", "posterior_mig", "disentanglement", "SAP_score", "modularity_score", "IRS",
-    "gaussian_total_correlation", "10000:mean_test_accuracy", "sample_efficiency", "mean_fairness:mean_pred:mean_sens",
+    "eval_accuracy",
+    "discrete_mig",
+    "posterior_mig",
+    "disentanglement",
+    "SAP_score",
+    "modularity_score",
+    "IRS",
+    "gaussian_total_correlation",
+    "10000:mean_test_accuracy",
+    "sample_efficiency",
+    "mean_fairness:mean_pred:mean_sens",
 )
 
 
@@ -61,10 +70,16 @@ def main() -> None:
             values = evaluate_model(model, dataset, [metric], [rep], options={metric: options})
             wall, cpu = time.perf_counter() - wall, tree_cpu_seconds() - cpu
             prefix = f"eval.{rep}.{metric}."
-            headline = {k[len(prefix):]: v for k, v in values.items() if k[len(prefix):] in HEADLINES}
+            headline = {k[len(prefix) :]: v for k, v in values.items() if k[len(prefix) :] in HEADLINES}
             payload["timings"].append(
-                {"representation": rep, "metric": label, "wall_s": wall, "cpu_s": cpu, "load_1min_at_start": load,
-                 "headline": headline}
+                {
+                    "representation": rep,
+                    "metric": label,
+                    "wall_s": wall,
+                    "cpu_s": cpu,
+                    "load_1min_at_start": load,
+                    "headline": headline,
+                }
             )
             path = save(name, dict(payload))
             shown = ", ".join(f"{k} {v:.4f}" for k, v in headline.items())
@@ -72,7 +87,8 @@ def main() -> None:
     rows = payload["timings"]
     for rep in args.representations.split(","):
         reference = [r for r in rows if r["representation"] == rep and r["metric"] not in EXTRAS]
-        print(f"{rep}: suite {sum(r['wall_s'] for r in reference):.0f} s wall, {sum(r['cpu_s'] for r in reference):.0f} CPU-s")
+        wall, cpu = sum(r["wall_s"] for r in reference), sum(r["cpu_s"] for r in reference)
+        print(f"{rep}: suite {wall:.0f} s wall, {cpu:.0f} CPU-s")
     print(f"written to {path}")
 
 

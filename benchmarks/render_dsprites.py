@@ -27,11 +27,22 @@ def main() -> None:
         dataset = render_dsprites(cache)
     generator = torch.Generator().manual_seed(0)
     batch = timed(lambda: dataset.sample(64, generator), 200)
-    payload = {"machine": info, "settings": vars(args), "render": render, "render_and_write_cache": first,
-               "load_from_cache": cached, "sample_batch_64": {k: batch[k] for k in ("wall_s_median", "cpu_s_median")}}
+    payload = {
+        "machine": info,
+        "settings": vars(args),
+        "render": render,
+        "render_and_write_cache": first,
+        "load_from_cache": cached,
+        "sample_batch_64": {k: batch[k] for k in ("wall_s_median", "cpu_s_median")},
+    }
     path = save("render_dsprites", payload)
-    print(f"render (in memory): {render['wall_s_median']:.2f} s wall, {render['cpu_s_median']:.2f} CPU-s (median of {args.repeats})")
-    print(f"render + write cache: {first['wall_s_median']:.2f} s; load from cache: {cached['wall_s_median']:.2f} s wall")
+    print(
+        f"render (in memory): {render['wall_s_median']:.2f} s wall, {render['cpu_s_median']:.2f} CPU-s "
+        f"(median of {args.repeats})"
+    )
+    print(
+        f"render + write cache: {first['wall_s_median']:.2f} s; load from cache: {cached['wall_s_median']:.2f} s wall"
+    )
     print(f"draw one batch of 64: {batch['wall_s_median'] * 1e6:.0f} us (median of 200)")
     print(f"load average {info['load_average_1_5_15']}; -> {path}")
 

@@ -148,6 +148,7 @@ def main() -> None:
                 for _ in range(args.steps):
                     fn()
                 sync(device)
+
             return steps
 
         for fn in variants.values():  # warm-up (allocator, oneDNN primitive caches, vmap tracing)

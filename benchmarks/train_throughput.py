@@ -42,6 +42,7 @@ def main() -> None:
                 trainer.train_step()
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
+
         return steps
 
     for trainer in trainers.values():  # warm-up
@@ -70,7 +71,10 @@ def main() -> None:
     }
     path = save(f"train_throughput_{args.device.split(':')[0]}_{torch.get_num_threads()}threads", payload)
     for name, r in results.items():
-        print(f"{name:14s} {r['steps_per_second_median']:6.2f} steps/s (median), {r['steps_per_cpu_second_median']:6.2f} steps/CPU-s")
+        print(
+            f"{name:14s} {r['steps_per_second_median']:6.2f} steps/s (median), "
+            f"{r['steps_per_cpu_second_median']:6.2f} steps/CPU-s"
+        )
     print(f"channels_last / nchw = {ratio:.2f}; load average {info['load_average_1_5_15']}; -> {path}")
 
 

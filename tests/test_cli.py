@@ -29,9 +29,17 @@ def test_bad_arguments_give_one_line(argv, message, capsys, tmp_path, monkeypatc
 
 
 def test_every_command_has_help(capsys):
-    for argv in (["--help"], ["demo", "--help"], ["train", "--help"], ["evaluate", "--help"], ["report", "--help"],
-                 ["datasets", "--help"], ["datasets", "list", "--help"], ["datasets", "show", "--help"],
-                 ["datasets", "render", "--help"]):
+    for argv in (
+        ["--help"],
+        ["demo", "--help"],
+        ["train", "--help"],
+        ["evaluate", "--help"],
+        ["report", "--help"],
+        ["datasets", "--help"],
+        ["datasets", "list", "--help"],
+        ["datasets", "show", "--help"],
+        ["datasets", "render", "--help"],
+    ):
         assert main(argv) == 0
         assert "Usage" in capsys.readouterr().out
 
@@ -62,6 +70,35 @@ def test_train_evaluate_report(tmp_path, capsys):
     assert main(["report", str(run)]) == 0
     html = (run / "report.html").read_text()
     assert "data:image/gif;base64" in html and "discrete_mig" in html
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "--metrics",
+                "dci",
+                "--num-points",
+                "200",
+                "--representation",
+                "mean",
+                "--option",
+                "dci.importance=lightgbm",
+                "--option",
+                "dci.n_jobs=1",
+            ]
+        )
+        == 0
+    )
+    results = json.loads((run / "results.json").read_text())
+    assert 0.0 <= results["eval.mean.dci.disentanglement"] <= 1.0
+    for bad, message in (
+        ("dci.importance", "metric.setting=value"),
+        ("mig.importance=gbt", "mig has no setting"),
+        ("sap.x=1", "not among those evaluated"),
+    ):
+        assert main(["evaluate", str(run), "--metrics", "dci,mig", "--option", bad]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_demo_end_to_end(tmp_path, capsys):

@@ -96,9 +96,18 @@ def write_official_npz(path, sizes=(1, 3, 2, 2, 4, 4), seed=0):
     n = math.prod(sizes)
     imgs = rng.integers(0, 2, size=(n, 64, 64), dtype=np.uint8)
     classes = np.stack(np.unravel_index(np.arange(n), sizes), axis=1)
-    metadata = {"latents_sizes": np.array(sizes), "latents_names": ("color", "shape", "scale", "orientation", "posX", "posY")}
+    metadata = {
+        "latents_sizes": np.array(sizes),
+        "latents_names": ("color", "shape", "scale", "orientation", "posX", "posY"),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, imgs=imgs, latents_classes=classes, latents_values=classes.astype(float), metadata=np.array(metadata, dtype=object))
+    np.savez_compressed(
+        path,
+        imgs=imgs,
+        latents_classes=classes,
+        latents_values=classes.astype(float),
+        metadata=np.array(metadata, dtype=object),
+    )
     return imgs
 
 
@@ -126,7 +135,11 @@ def test_missing_and_corrupt_files_give_clear_errors(tmp_path):
     path.write_bytes(b"not a zip file")
     with pytest.raises(InvalidInputError, match="not a readable dSprites npz"):
         load_dsprites_npz(path)
-    np.savez(path, imgs=np.zeros((5, 64, 64), np.uint8), metadata=np.array({"latents_sizes": np.array([1, 3, 6, 40, 32, 32])}, dtype=object))
+    np.savez(
+        path,
+        imgs=np.zeros((5, 64, 64), np.uint8),
+        metadata=np.array({"latents_sizes": np.array([1, 3, 6, 40, 32, 32])}, dtype=object),
+    )
     with pytest.raises(InvalidInputError, match="expected \\[737280, 64, 64\\]"):
         load_dsprites_npz(path)
     with pytest.raises(InvalidInputError, match="unknown data set"):

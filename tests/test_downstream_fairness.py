@@ -12,8 +12,14 @@ def test_downstream_keys_and_perfect_representation():
     g = torch.Generator().manual_seed(0)
     scores = downstream.evaluate(read_pixels, data, g, num_train=(10, 100), num_test=200, predictor="boosted_trees")
     for n in (10, 100):
-        for key in ("mean_train_accuracy", "mean_test_accuracy", "min_train_accuracy", "min_test_accuracy",
-                    "train_accuracy_factor_0", "test_accuracy_factor_1"):
+        for key in (
+            "mean_train_accuracy",
+            "mean_test_accuracy",
+            "min_train_accuracy",
+            "min_test_accuracy",
+            "train_accuracy_factor_0",
+            "test_accuracy_factor_1",
+        ):
             assert f"{n}:{key}" in scores
     assert scores["100:mean_test_accuracy"] == 1.0, "trees separate integer-valued codes exactly"
     assert "sample_efficiency" not in scores, "needs both 100 and 10000"
@@ -33,8 +39,14 @@ def test_downstream_logistic_regression_and_efficiency():
 def test_downstream_noise_is_near_chance():
     rng = np.random.default_rng(0)
     factors, test_factors = rng.integers(0, 4, (200, 2)), rng.integers(0, 4, (400, 2))
-    train, test = downstream.factor_accuracies(rng.normal(size=(200, 3)), factors, rng.normal(size=(400, 3)), test_factors,
-                                               predictor="boosted_trees", random_state=0)
+    train, test = downstream.factor_accuracies(
+        rng.normal(size=(200, 3)),
+        factors,
+        rng.normal(size=(400, 3)),
+        test_factors,
+        predictor="boosted_trees",
+        random_state=0,
+    )
     assert np.all(test < 0.4) and np.all(train > 0.5), "trees fit noise in training, not in testing"
 
 
@@ -43,7 +55,10 @@ def test_downstream_parallel_fits_give_the_same_accuracies():
 
     rng = np.random.default_rng(1)
     factors, test_factors = rng.integers(0, 3, (120, 3)), rng.integers(0, 3, (60, 3))
-    codes, test_codes = factors + rng.normal(0, 0.7, factors.shape), test_factors + rng.normal(0, 0.7, test_factors.shape)
+    codes, test_codes = (
+        factors + rng.normal(0, 0.7, factors.shape),
+        test_factors + rng.normal(0, 0.7, test_factors.shape),
+    )
     one = downstream.factor_accuracies(codes, factors, test_codes, test_factors, random_state=0, n_jobs=1)
     with parallel_backend("threading"):
         two = downstream.factor_accuracies(codes, factors, test_codes, test_factors, random_state=0, n_jobs=2)
@@ -56,7 +71,9 @@ def test_downstream_parallel_fits_give_the_same_accuracies():
 def test_downstream_single_class_training_sample_predicts_that_class():
     codes = np.arange(10, dtype=float)[:, None]
     factors = np.zeros((10, 1), dtype=int)
-    train, test = downstream.factor_accuracies(codes, factors, codes, np.r_[np.zeros(5), np.ones(5)].astype(int)[:, None])
+    train, test = downstream.factor_accuracies(
+        codes, factors, codes, np.r_[np.zeros(5), np.ones(5)].astype(int)[:, None]
+    )
     assert train[0] == 1.0 and test[0] == 0.5
 
 
@@ -90,9 +107,13 @@ def test_fairness_aggregation_by_hand():
 
 def test_fairness_protocol():
     data = factor_pixels_dataset()
-    fair = fairness.evaluate(read_pixels, data, torch.Generator().manual_seed(0), num_train=300, num_test_points_per_class=20)
+    fair = fairness.evaluate(
+        read_pixels, data, torch.Generator().manual_seed(0), num_train=300, num_test_points_per_class=20
+    )
     assert fair["mean_fairness:mean_pred:mean_sens"] == 0.0, "predictions depend only on the target factor"
     only_b = lambda x: read_pixels(x)[:, 1:]  # noqa: E731  factor a is invisible: its prediction follows b
-    unfair = fairness.evaluate(only_b, data, torch.Generator().manual_seed(0), num_train=300, num_test_points_per_class=20)
+    unfair = fairness.evaluate(
+        only_b, data, torch.Generator().manual_seed(0), num_train=300, num_test_points_per_class=20
+    )
     assert unfair["mean_fairness:pred0:sens1"] > 0.3
     assert unfair["max_fairness:pred0:sens1"] >= unfair["mean_fairness:pred0:sens1"]

@@ -1,15 +1,14 @@
 import numpy as np
 import pytest
 import torch
+from factories import factor_pixels_dataset, read_pixels
 
 from untwine.errors import InvalidInputError
 from untwine.evaluation import evaluate_model, metric_names, representation, sample_codes
 from untwine.metrics import PROTOCOLS
+from untwine.nn import GaussianVAE
 
 mig_protocol = PROTOCOLS["mig"]  # `untwine.metrics.mig` is the array-level function
-from factories import factor_pixels_dataset, read_pixels
-
-from untwine.nn import GaussianVAE
 
 
 def test_mig_protocol_on_a_perfect_representation():
@@ -35,7 +34,9 @@ def test_evaluate_model_keys_and_shared_seeds(dsprites):
     a = evaluate_model(model, dsprites, ["mig"], options=options)
     b = evaluate_model(model, dsprites, "mig", options=options)
     assert {k for k in a if k.startswith("eval.") and not k.endswith("elapsed_s")} == {
-        "eval.mean.mig.discrete_mig", "eval.sampled.mig.discrete_mig"}
+        "eval.mean.mig.discrete_mig",
+        "eval.sampled.mig.discrete_mig",
+    }
     # the same values under the reference's namespaced keys (spec §7.2)
     assert a["reference.mean.mig.evaluation_results.discrete_mig"] == a["eval.mean.mig.discrete_mig"]
     assert "reference.sampled.mig.evaluation_results.elapsed_time" in a
@@ -71,7 +72,10 @@ def test_reference_keys_leave_out_fixed_bugs():
     results = evaluate_model(PixelModel(), data, ["factor_vae"], ["mean"], options=options)
     assert results["eval.mean.factor_vae.num_active_dims"] == 2
     assert "reference.mean.factor_vae_metric.evaluation_results.num_active_dims" not in results
-    assert results["reference.mean.factor_vae_metric.evaluation_results.eval_accuracy"] == results["eval.mean.factor_vae.eval_accuracy"]
+    assert (
+        results["reference.mean.factor_vae_metric.evaluation_results.eval_accuracy"]
+        == results["eval.mean.factor_vae.eval_accuracy"]
+    )
 
 
 def test_metric_names():

@@ -26,10 +26,16 @@ def test_method_defaults_are_the_first_grid_value_and_the_study_settings():
     assert TrainConfig(method="factor_vae").hyperparameters() == {"gamma": 10.0}
     factor = TrainConfig(method="factor_vae")
     assert (factor.discriminator_learning_rate, factor.discriminator_adam_beta1, factor.discriminator_adam_beta2) == (
-        1e-4, 0.5, 0.9)
+        1e-4,
+        0.5,
+        0.9,
+    )
     assert factor.double_count_steps is False
     assert TrainConfig(method="annealed_vae").hyperparameters() == {
-        "gamma": 1000.0, "c_max": 5.0, "iteration_threshold": 100_000}
+        "gamma": 1000.0,
+        "c_max": 5.0,
+        "iteration_threshold": 100_000,
+    }
     assert TrainConfig(method="dip_vae_i").lambda_d_factor == 10.0
     assert TrainConfig(method="dip_vae_ii").lambda_d_factor == 1.0
     assert TrainConfig(method="beta_tc_vae").method == "beta_tcvae"  # the reference's name is accepted
@@ -73,11 +79,16 @@ def test_every_method_trains_and_logs_its_terms(method, extra, tmp_path, dsprite
     log = run.read_log()
     assert [r["step"] for r in log] == [1, 2, 3]
     assert {"loss", "reconstruction_loss", "kl_loss", "regularizer"} | extra <= set(log[-1])
-    assert all(abs(r["loss"] - r["reconstruction_loss"] - (r["regularizer"])) < 1e-3 * r["loss"]
-               for r in log if method != "annealed_vae")
+    assert all(
+        abs(r["loss"] - r["reconstruction_loss"] - (r["regularizer"])) < 1e-3 * r["loss"]
+        for r in log
+        if method != "annealed_vae"
+    )
     model = run.load_model("final")
-    assert not torch.equal(model.encoder.state_dict()[next(iter(model.encoder.state_dict()))],
-                           run.load_model("untrained").encoder.state_dict()[next(iter(model.encoder.state_dict()))])
+    assert not torch.equal(
+        model.encoder.state_dict()[next(iter(model.encoder.state_dict()))],
+        run.load_model("untrained").encoder.state_dict()[next(iter(model.encoder.state_dict()))],
+    )
 
 
 def test_annealed_capacity_follows_the_global_step(tmp_path, dsprites):
@@ -102,8 +113,10 @@ def test_factor_vae_step_is_the_reference_simultaneous_update(tmp_path, dsprites
     d_loss = discriminator_loss(disc, z, permute_dims(z, permute))["loss"]
     vae_grads = torch.autograd.grad(vae_loss, list(model.parameters()))
     disc_grads = torch.autograd.grad(d_loss, list(disc.parameters()))
-    for params, grads, (lr, betas) in ((model.parameters(), vae_grads, (1e-4, (0.9, 0.999))),
-                                       (disc.parameters(), disc_grads, (1e-4, (0.5, 0.9)))):
+    for params, grads, (lr, betas) in (
+        (model.parameters(), vae_grads, (1e-4, (0.9, 0.999))),
+        (disc.parameters(), disc_grads, (1e-4, (0.5, 0.9))),
+    ):
         params = list(params)
         for p, g in zip(params, grads):
             p.grad = g
@@ -133,12 +146,20 @@ def test_factor_vae_resumes_to_the_same_weights_and_counts_double_steps(tmp_path
 
 def test_preset_gives_the_study_model():
     values = study_config("unsupervised_study_v1", "factor_vae", 3, 7)
-    assert values == {"method": "factor_vae", "gamma": 40.0, "double_count_steps": True, "seed": 7,
-                      "dataset": "dsprites", "steps": 300_000}
+    assert values == {
+        "method": "factor_vae",
+        "gamma": 40.0,
+        "double_count_steps": True,
+        "seed": 7,
+        "dataset": "dsprites",
+        "steps": 300_000,
+    }
     annealed = TrainConfig(**study_config("unsupervised_study_v1", "annealed_vae", 5, 0, "shapes3d"))
     assert annealed.hyperparameters() == {"gamma": 1000.0, "c_max": 100.0, "iteration_threshold": 100_000}
     assert TrainConfig(**study_config("unsupervised_study_v1", "dip_vae_ii", 2, 0)).hyperparameters() == {
-        "lambda_od": 5.0, "lambda_d_factor": 1.0}
+        "lambda_od": 5.0,
+        "lambda_d_factor": 1.0,
+    }
     assert study_config("unsupervised_study_v1", "beta_tc_vae", 1, 0)["beta"] == 2.0
     with pytest.raises(InvalidInputError, match="value index 6 is out of range"):
         study_config("unsupervised_study_v1", "beta_vae", 6, 0)
@@ -156,22 +177,70 @@ def test_model_numbers_follow_the_reference_index():
     assert model_num("unsupervised_study_v1", "factor_vae", 3, 7, "color_dsprites") == 1800 + 50 * (6 + 3) + 7
     for num in range(0, 12_600, 7):
         found = model_from_num("unsupervised_study_v1", num)
-        assert model_num("unsupervised_study_v1", found["method"], found["value_index"], found["seed"],
-                         found["dataset"]) == num
+        assert (
+            model_num("unsupervised_study_v1", found["method"], found["value_index"], found["seed"], found["dataset"])
+            == num
+        )
 
 
 def test_cli_preset_and_sweeps(tmp_path, capsys):
     out = tmp_path / "study"
-    assert main(["train", "--preset", "unsupervised_study_v1", "--method", "factor_vae", "--value-index", "3",
-                 "--seed", "7", "--steps", "2", "--batch-size", "4", "--architecture", "fc", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "unsupervised_study_v1",
+                "--method",
+                "factor_vae",
+                "--value-index",
+                "3",
+                "--seed",
+                "7",
+                "--steps",
+                "2",
+                "--batch-size",
+                "4",
+                "--architecture",
+                "fc",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     config = RunDir(out).config()
     assert (config.method, config.gamma, config.seed, config.double_count_steps) == ("factor_vae", 40.0, 7, True)
     sweep = tmp_path / "sweep"
-    assert main(["train", "--method", "beta_tcvae", "--beta", "1,2", "--seeds", "0-1", "--steps", "1",
-                 "--batch-size", "4", "--architecture", "fc", "--out", str(sweep)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "beta_tcvae",
+                "--beta",
+                "1,2",
+                "--seeds",
+                "0-1",
+                "--steps",
+                "1",
+                "--batch-size",
+                "4",
+                "--architecture",
+                "fc",
+                "--out",
+                str(sweep),
+            ]
+        )
+        == 0
+    )
     names = sorted(p.name for p in sweep.iterdir())
-    assert names == ["beta_tcvae-beta1-seed0", "beta_tcvae-beta1-seed1", "beta_tcvae-beta2-seed0",
-                     "beta_tcvae-beta2-seed1"]
+    assert names == [
+        "beta_tcvae-beta1-seed0",
+        "beta_tcvae-beta1-seed1",
+        "beta_tcvae-beta2-seed0",
+        "beta_tcvae-beta2-seed1",
+    ]
     config = RunDir(sweep / "beta_tcvae-beta2-seed1").config()
     assert (config.beta, config.seed) == (2.0, 1) and run_name(config) == "beta_tcvae-beta2-seed1"
     assert json.loads((sweep / names[0] / "results.json").read_text())["train.global_step"] == 1

@@ -18,7 +18,9 @@ def test_aligned_duplicated_and_noise_codes():
     sharp = np.full((len(f), 2), np.log(1e-4))
     assert mig_posterior(f.astype(float), sharp, f, _gen())["posterior_mig"] == pytest.approx(1.0, abs=1e-6)
     duplicated = np.c_[f[:, 0], f[:, 0], f[:, 1]].astype(float)
-    assert mig_posterior(duplicated, np.c_[sharp, sharp[:, :1]], f, _gen())["posterior_mig"] == pytest.approx(0.5, abs=1e-6)
+    assert mig_posterior(duplicated, np.c_[sharp, sharp[:, :1]], f, _gen())["posterior_mig"] == pytest.approx(
+        0.5, abs=1e-6
+    )
     noise = np.random.default_rng(0).normal(size=(len(f), 3))
     assert mig_posterior(noise, np.zeros((len(f), 3)), f, _gen())["posterior_mig"] < 0.01
 
@@ -41,7 +43,13 @@ def test_protocol_with_a_model_and_validation(dsprites):
     from untwine.nn import GaussianVAE
 
     model = GaussianVAE(generator=torch.Generator().manual_seed(0))
-    results = evaluate_model(model, dsprites, ["mig", "mig_posterior"], ["mean"], options={"mig": {"num_train": 500}, "mig_posterior": {"num_train": 500}})
+    results = evaluate_model(
+        model,
+        dsprites,
+        ["mig", "mig_posterior"],
+        ["mean"],
+        options={"mig": {"num_train": 500}, "mig_posterior": {"num_train": 500}},
+    )
     assert 0 <= results["eval.mean.mig_posterior.posterior_mig"] <= 1
     assert not any(k.startswith("reference.mean.mig_posterior") for k in results), "no reference counterpart"
     with pytest.raises(InvalidInputError, match="Gaussian encoder"):

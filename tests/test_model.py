@@ -11,7 +11,10 @@ def test_conv_architecture_matches_reference_table():
     enc = ConvEncoder(1, 10)
     convs = [m for m in enc.modules() if isinstance(m, nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
-        (32, (4, 4), (2, 2)), (32, (4, 4), (2, 2)), (64, (2, 2), (2, 2)), (64, (2, 2), (2, 2))
+        (32, (4, 4), (2, 2)),
+        (32, (4, 4), (2, 2)),
+        (64, (2, 2), (2, 2)),
+        (64, (2, 2), (2, 2)),
     ]
     x = torch.zeros(2, 1, 64, 64)
     shapes = []
@@ -23,7 +26,12 @@ def test_conv_architecture_matches_reference_table():
     assert shapes == [(32, 32, 32), (32, 16, 16), (64, 8, 8), (64, 4, 4)]
     dec = DeconvDecoder(3, 10)
     deconvs = [m for m in dec.modules() if isinstance(m, nn.ConvTranspose2d)]
-    assert [(d.out_channels, d.kernel_size, d.stride) for d in deconvs] == [(64, (4, 4), (2, 2)), (32, (4, 4), (2, 2)), (32, (4, 4), (2, 2)), (3, (4, 4), (2, 2))]
+    assert [(d.out_channels, d.kernel_size, d.stride) for d in deconvs] == [
+        (64, (4, 4), (2, 2)),
+        (32, (4, 4), (2, 2)),
+        (32, (4, 4), (2, 2)),
+        (3, (4, 4), (2, 2)),
+    ]
     assert dec(torch.zeros(5, 10)).shape == (5, 3, 64, 64)
 
 
@@ -31,7 +39,9 @@ def test_parameter_count_is_the_reference_one():
     model = GaussianVAE((1, 64, 64), 10)
     conv = lambda i, o, k: i * o * k * k + o  # noqa: E731
     dense = lambda i, o: i * o + o  # noqa: E731
-    encoder = conv(1, 32, 4) + conv(32, 32, 4) + conv(32, 64, 2) + conv(64, 64, 2) + dense(1024, 256) + 2 * dense(256, 10)
+    encoder = (
+        conv(1, 32, 4) + conv(32, 32, 4) + conv(32, 64, 2) + conv(64, 64, 2) + dense(1024, 256) + 2 * dense(256, 10)
+    )
     decoder = dense(10, 256) + dense(256, 1024) + conv(64, 64, 4) + conv(64, 32, 4) + conv(32, 32, 4) + conv(32, 1, 4)
     assert sum(p.numel() for p in model.parameters()) == encoder + decoder
 

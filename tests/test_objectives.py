@@ -52,7 +52,7 @@ def _np_tc(z, mean, logvar, weight):
         joint = 0.0
         marginals = np.zeros(d)
         for i in range(m):
-            dens = [_np_normal_pdf(z[j, l], mean[i, l], logvar[i, l]) for l in range(d)]
+            dens = [_np_normal_pdf(z[j, c], mean[i, c], logvar[i, c]) for c in range(d)]
             joint += weight(j, i) * np.prod(dens)
             marginals += weight(j, i) * np.array(dens)
         values.append(math.log(joint) - np.log(marginals).sum())
@@ -183,8 +183,9 @@ def test_annealed_terms():
     vae = beta_vae_loss(logits, x, mean, logvar)
     kl = vae["kl_loss"].item()
     for step, c in [(0, 0.0), (30_000, 0.3 * 2 * kl), (500_000, 2 * kl)]:  # c_max = 2 KL: KL - C changes sign
-        terms = annealed_vae_loss(logits, x, mean, logvar, gamma=1000.0, c_max=2 * kl, iteration_threshold=100_000,
-                                  step=step)
+        terms = annealed_vae_loss(
+            logits, x, mean, logvar, gamma=1000.0, c_max=2 * kl, iteration_threshold=100_000, step=step
+        )
         assert terms["capacity"].item() == pytest.approx(c)
         assert terms["regularizer"].item() == pytest.approx(1000.0 * abs(kl - c))
         assert terms["loss"].item() == pytest.approx(vae["reconstruction_loss"].item() + 1000.0 * abs(kl - c))
@@ -301,27 +302,33 @@ def test_vmap_beta_tcvae_per_model_beta():
     _assert_vmap_equals_loop(lambda b, lo, x, m, lv, z: beta_tcvae_loss(lo, x, m, lv, z, beta=b), betas, _stack())
     _assert_vmap_equals_loop(
         lambda b, lo, x, m, lv, z: beta_tcvae_loss(lo, x, m, lv, z, beta=b, dataset_size=100, sampling="mss"),
-        betas, _stack(),
+        betas,
+        _stack(),
     )
     # and the loop itself matches plain float betas
     logits, x, mean, logvar, z = (t[1] for t in _stack())
-    assert torch.allclose(beta_tcvae_loss(logits, x, mean, logvar, z, beta=4.0)["loss"],
-                          beta_tcvae_loss(logits, x, mean, logvar, z, beta=betas[1])["loss"])
+    assert torch.allclose(
+        beta_tcvae_loss(logits, x, mean, logvar, z, beta=4.0)["loss"],
+        beta_tcvae_loss(logits, x, mean, logvar, z, beta=betas[1])["loss"],
+    )
 
 
 def test_vmap_other_objectives_per_model_hyperparameters():
     stacked = _stack()
     _assert_vmap_equals_loop(
         lambda c, lo, x, m, lv, z: annealed_vae_loss(lo, x, m, lv, 1000.0, c, 100_000, torch.tensor(40_000)),
-        torch.tensor([5.0, 25.0, 100.0]), stacked,
+        torch.tensor([5.0, 25.0, 100.0]),
+        stacked,
     )
     for dip_type in ("i", "ii"):
         _assert_vmap_equals_loop(
             lambda lam, lo, x, m, lv, z, t=dip_type: dip_vae_loss(lo, x, m, lv, lambda_od=lam, dip_type=t),
-            torch.tensor([1.0, 10.0, 50.0]), stacked,
+            torch.tensor([1.0, 10.0, 50.0]),
+            stacked,
         )
     disc = FactorDiscriminator(latent_dim=3, hidden=8, layers=2, generator=torch.Generator().manual_seed(0))
     _assert_vmap_equals_loop(
         lambda gam, lo, x, m, lv, z: factor_vae_loss(lo, x, m, lv, z, gamma=gam, discriminator=disc),
-        torch.tensor([10.0, 40.0, 100.0]), stacked,
+        torch.tensor([10.0, 40.0, 100.0]),
+        stacked,
     )

@@ -48,12 +48,27 @@ def _make_report(path: Path) -> Path:
     run.path.mkdir(parents=True)
     TrainConfig(steps=300, log_every=100).write(run.config_path)
     save_checkpoint(run.checkpoints_dir / "final", model, {}, {}, 300)
-    log = [{"step": s, "loss": 300 / s, "reconstruction_loss": 250 / s, "kl_loss": 3.0, "regularizer": 3.0,
-            "elbo": -280 / s} for s in (100, 200, 300)]
+    log = [
+        {
+            "step": s,
+            "loss": 300 / s,
+            "reconstruction_loss": 250 / s,
+            "kl_loss": 3.0,
+            "regularizer": 3.0,
+            "elbo": -280 / s,
+        }
+        for s in (100, 200, 300)
+    ]
     run.log_path.write_text("".join(json.dumps(r) + "\n" for r in log))
-    run.results_path.write_text(json.dumps({
-        "train.steps": 300, "eval.mean.mig.discrete_mig": 0.2134, "untrained.eval.mean.mig.discrete_mig": 0.03125,
-    }))
+    run.results_path.write_text(
+        json.dumps(
+            {
+                "train.steps": 300,
+                "eval.mean.mig.discrete_mig": 0.2134,
+                "untrained.eval.mean.mig.discrete_mig": 0.03125,
+            }
+        )
+    )
     write_figures(run, model=model, dataset=dataset)
     return write_report(run)
 
@@ -71,9 +86,19 @@ def driver(tmp_path, monkeypatch):
     monkeypatch.setenv("SE_OFFLINE", "true")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--disable-dev-shm-usage", "--window-size=1280,1600", f"--user-data-dir={tmp_path / 'profile'}"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1600",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = Service(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))

@@ -46,9 +46,7 @@ def binary_images_dataset() -> StoredDataset:
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize(
-    "architecture,channels_last", [("conv", False), ("conv", True), ("fc", False)]
-)
+@pytest.mark.parametrize("architecture,channels_last", [("conv", False), ("conv", True), ("fc", False)])
 def test_encode_decode_equal_each_members_own(mode, architecture, channels_last):
     models = models_for([0, 1, 2], architecture)
     stack = ModelStack.from_models(models, mode=mode, channels_last=channels_last)
@@ -121,11 +119,13 @@ def weight_gap(stack_or_models, reference) -> float:
     """Largest absolute difference of any weight between two sets of K members."""
     members = (
         [stack_or_models.member_state_dict(k) for k in range(len(reference))]
-        if isinstance(stack_or_models, ModelStack) else [m.state_dict() for m in stack_or_models]
+        if isinstance(stack_or_models, ModelStack)
+        else [m.state_dict() for m in stack_or_models]
     )
     return max(
         (members[k][name].double() - value.double()).abs().max().item()
-        for k, model in enumerate(reference) for name, value in model.state_dict().items()
+        for k, model in enumerate(reference)
+        for name, value in model.state_dict().items()
     )
 
 
@@ -261,10 +261,16 @@ def test_stacked_terms_equal_each_members_terms_for_every_vmappable_objective():
         (beta_vae_loss, {"beta": torch.tensor([1.0, 4.0, 16.0])}, {}),
         (beta_tcvae_loss, {"beta": torch.tensor([1.0, 4.0, 10.0])}, {}),
         (beta_tcvae_loss, {"beta": torch.tensor([2.0, 4.0, 10.0])}, {"dataset_size": 737280, "sampling": "mss"}),
-        (dip_vae_loss, {"lambda_od": torch.tensor([1.0, 5.0, 20.0]), "lambda_d_factor": torch.tensor([10.0, 1.0, 2.0])},
-         {"dip_type": "ii"}),
-        (annealed_vae_loss, {"gamma": torch.tensor([100.0, 1000.0, 10.0]), "c_max": torch.tensor([5.0, 10.0, 25.0])},
-         {"iteration_threshold": 1000.0, "step": torch.tensor(300.0)}),
+        (
+            dip_vae_loss,
+            {"lambda_od": torch.tensor([1.0, 5.0, 20.0]), "lambda_d_factor": torch.tensor([10.0, 1.0, 2.0])},
+            {"dip_type": "ii"},
+        ),
+        (
+            annealed_vae_loss,
+            {"gamma": torch.tensor([100.0, 1000.0, 10.0]), "c_max": torch.tensor([5.0, 10.0, 25.0])},
+            {"iteration_threshold": 1000.0, "step": torch.tensor(300.0)},
+        ),
     ]
     for loss_fn, per_member, shared in cases:
         terms = stacked_terms(loss_fn, logits, x, mean, logvar, z, **per_member, **shared)

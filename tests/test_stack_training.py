@@ -14,7 +14,9 @@ SMALL = {"batch_size": 8, "log_every": 2, "checkpoint_every": 3}
 
 
 def _configs(steps=6, method="beta_tcvae", **extra):
-    return [TrainConfig(method=method, beta=b, seed=s, steps=steps, **SMALL, **extra) for b, s in ((1, 0), (4, 0), (4, 1))]
+    return [
+        TrainConfig(method=method, beta=b, seed=s, steps=steps, **SMALL, **extra) for b, s in ((1, 0), (4, 0), (4, 1))
+    ]
 
 
 def _final(path, which="final"):

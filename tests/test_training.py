@@ -90,15 +90,31 @@ def test_corrupt_checkpoint_gives_a_clear_error(tmp_path, dsprites):
 
 
 def _train_cmd(out, steps):
-    return [sys.executable, "-m", "untwine.cli", "train", "--out", str(out), "--steps", str(steps),
-            "--checkpoint-every", "10", "--log-every", "5", "--seed", "3"]
+    return [
+        sys.executable,
+        "-m",
+        "untwine.cli",
+        "train",
+        "--out",
+        str(out),
+        "--steps",
+        str(steps),
+        "--checkpoint-every",
+        "10",
+        "--log-every",
+        "5",
+        "--seed",
+        "3",
+    ]
 
 
 def test_killed_run_resumes_to_bit_identical_weights(tmp_path, dsprites):
     steps = 60
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same thread count in every process
     subprocess.run(_train_cmd(tmp_path / "full", steps), check=True, env=env, capture_output=True)
-    proc = subprocess.Popen(_train_cmd(tmp_path / "killed", steps), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(tmp_path / "killed", steps), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     latest = tmp_path / "killed" / "checkpoints" / "latest"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:

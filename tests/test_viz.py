@@ -86,8 +86,9 @@ def test_tile_places_row_major_and_fills_missing_cells():
     assert (grid[3:5, 8:11] == 255).all()  # the sixth cell is empty: filled with the pad value
 
 
-@pytest.mark.parametrize("n, rows", [(1, 1), (2, 1), (3, 1), (5, 2), (6, 2), (7, 2), (9, 3), (10, 2), (11, 3),
-                                     (12, 3), (16, 4)])
+@pytest.mark.parametrize(
+    "n, rows", [(1, 1), (2, 1), (3, 1), (5, 2), (6, 2), (7, 2), (9, 3), (10, 2), (11, 3), (12, 3), (16, 4)]
+)
 def test_best_num_rows(n, rows):
     assert best_num_rows(n) == rows
 
@@ -152,7 +153,7 @@ def test_traversal_grid_replaces_one_dimension_per_row(channels):
     z = encode_means(model, x).clone()
     z[0, 3] = 0.6
     expected = to_uint8(decode_images(model, z))[0]
-    np.testing.assert_array_equal(grid[3 * 66:3 * 66 + 64, 8 * 66:8 * 66 + 64], expected)
+    np.testing.assert_array_equal(grid[3 * 66 : 3 * 66 + 64, 8 * 66 : 8 * 66 + 64], expected)
     annotated = traversal_grid(model, x)
     assert annotated.shape[0] > grid.shape[0] and annotated.shape[1] > grid.shape[1]
     assert traversal_grid(model, x, values=[-2, 0, 2], annotate=False).shape == (10 * 64 + 9 * 2, 3 * 64 + 2 * 2, 3)
@@ -172,7 +173,7 @@ def test_traversal_frames_tile_all_dimensions(model):
     np.testing.assert_array_equal(frames[7][74:138, 74:138], expected)
     seven = traversal_frames(lively_model(latent_dim=7), x, num_frames=4)
     assert len(seven) == 4 and seven[0].shape == (2 * 64 + 10, 4 * 64 + 3 * 10, 3)  # 2 x 4, one cell empty
-    assert (seven[0][74:, 3 * 74:] == 255).all()
+    assert (seven[0][74:, 3 * 74 :] == 255).all()
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -233,8 +234,18 @@ def make_run(path, model: GaussianVAE) -> RunDir:
     run.path.mkdir(parents=True)
     TrainConfig(steps=300, log_every=100, beta=4.0).write(run.config_path)
     save_checkpoint(run.checkpoints_dir / "final", model, {}, {}, 300)
-    lines = [{"step": s, "loss": 300 / s, "reconstruction_loss": 250 / s, "kl_loss": 3.0, "regularizer": 12.0,
-              "elbo": -280 / s, "elapsed_s": s / 20} for s in (100, 200, 300)]
+    lines = [
+        {
+            "step": s,
+            "loss": 300 / s,
+            "reconstruction_loss": 250 / s,
+            "kl_loss": 3.0,
+            "regularizer": 12.0,
+            "elbo": -280 / s,
+            "elapsed_s": s / 20,
+        }
+        for s in (100, 200, 300)
+    ]
     run.log_path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     run.results_path.write_text(json.dumps(RESULTS))
     return run
@@ -244,7 +255,12 @@ def test_write_figures_and_report(tmp_path, model):
     run = make_run(tmp_path / "beta4-run", model)
     paths = write_figures(run, dataset=tiny_dataset())  # the model comes from the run's final checkpoint
     assert sorted(p.name for p in paths.values()) == [
-        "reconstructions.png", "samples.png", "training_curves.png", "traversals.gif", "traversals.png"]
+        "reconstructions.png",
+        "samples.png",
+        "training_curves.png",
+        "traversals.gif",
+        "traversals.png",
+    ]
     assert all(p.parent == run.figures_dir and p.stat().st_size > 100 for p in paths.values())
     with Image.open(paths["traversals_gif"]) as gif:
         assert gif.n_frames == 20
@@ -280,7 +296,11 @@ def test_report_leaves_out_the_reference_named_duplicates(tmp_path):
     for name, (file, _, _) in FIGURES.items():
         figures[name] = tmp_path / file
         Image.new("RGB", (4, 4), "white").save(figures[name])
-    results = {"eval.mean.mig.discrete_mig": 0.25, "reference.mean.mig.evaluation_results.discrete_mig": 0.25,
-               "untrained.reference.mean.mig.evaluation_results.discrete_mig": 0.1, "note.extra": 3.0}
+    results = {
+        "eval.mean.mig.discrete_mig": 0.25,
+        "reference.mean.mig.evaluation_results.discrete_mig": 0.25,
+        "untrained.reference.mean.mig.evaluation_results.discrete_mig": 0.1,
+        "note.extra": 3.0,
+    }
     html = render_report("r", {}, results, figures)
     assert "evaluation_results" not in html and "note.extra" in html

@@ -31,8 +31,13 @@ err_console = Console(stderr=True)
 def _progress_bar(total: int, start: int, label: str):
     """A rich progress bar on a terminal; elsewhere (CI logs, pipes) a plain line at every tenth of the run."""
     progress = Progress(
-        TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-        TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
         disable=not console.is_terminal,
     )
     task = progress.add_task(label, total=total, completed=start, loss="")
@@ -58,8 +63,7 @@ def _train(config, out: Path, resume: bool) -> None:
     with progress:
         summary = trainer.train(resume=resume)
     console.print(
-        f"trained {summary['train.global_step']} steps in {summary['train.elapsed_s']:.0f} s "
-        f"-> {out}/checkpoints/final"
+        f"trained {summary['train.global_step']} steps in {summary['train.elapsed_s']:.0f} s -> {out}/checkpoints/final"
     )
 
 
@@ -72,7 +76,7 @@ def _config_from(config_file: Optional[Path], **overrides):
 
 
 def _numbers(text: Optional[str], name: str, kind=float) -> list:
-    """"1,2,4" -> [1.0, 2.0, 4.0]; seeds also take ranges: "0-4" -> [0, 1, 2, 3, 4]."""
+    """ "1,2,4" -> [1.0, 2.0, 4.0]; seeds also take ranges: "0-4" -> [0, 1, 2, 3, 4]."""
     if text is None:
         return []
     values = []
@@ -136,14 +140,31 @@ def train(
     from untwine.runs import RunDir
     from untwine.study.grid import run_name, study_config
 
-    sweeps = {name: _numbers(value, name, int if name == "iteration_threshold" else float)
-              for name, value in dict(beta=beta, gamma=gamma, c_max=c_max, iteration_threshold=iteration_threshold,
-                                      lambda_od=lambda_od, lambda_d_factor=lambda_d_factor).items()}
+    sweeps = {
+        name: _numbers(value, name, int if name == "iteration_threshold" else float)
+        for name, value in dict(
+            beta=beta,
+            gamma=gamma,
+            c_max=c_max,
+            iteration_threshold=iteration_threshold,
+            lambda_od=lambda_od,
+            lambda_d_factor=lambda_d_factor,
+        ).items()
+    }
     seed_list = _numbers(seeds, "seeds", int) + ([seed] if seed is not None else [])
     base = dict(
-        method=method, dataset=dataset, data_dir=str(data_dir) if data_dir else None, steps=steps,
-        batch_size=batch_size, learning_rate=learning_rate, latent_dim=latent_dim, tc_estimator=tc_estimator,
-        double_count_steps=double_count_steps, architecture=architecture, device=device, log_every=log_every,
+        method=method,
+        dataset=dataset,
+        data_dir=str(data_dir) if data_dir else None,
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        latent_dim=latent_dim,
+        tc_estimator=tc_estimator,
+        double_count_steps=double_count_steps,
+        architecture=architecture,
+        device=device,
+        log_every=log_every,
         checkpoint_every=checkpoint_every,
     )
     if preset is not None:
@@ -172,7 +193,9 @@ def train(
     if stack_size is not None and stack_size < 1:
         raise typer.BadParameter("--stack-size must be at least 1")
     size = 1 if configs[0].method == "factor_vae" else (stack_size or len(configs))
-    console.print(f"{len(configs)} runs into {out}/ ({'stacks of up to ' + str(size) if size > 1 else 'one at a time'})")
+    console.print(
+        f"{len(configs)} runs into {out}/ ({'stacks of up to ' + str(size) if size > 1 else 'one at a time'})"
+    )
     pending = []
     for config, name in zip(configs, names):
         if resume and RunDir(out / name).checkpoints.final.exists():
@@ -180,7 +203,7 @@ def train(
         else:
             pending.append((config, out / name))
     for start in range(0, len(pending), size):
-        group = pending[start:start + size]
+        group = pending[start : start + size]
         again = resume and any(RunDir(target).exists() for _, target in group)
         if len(group) == 1:
             _train(group[0][0], group[0][1], again)
@@ -208,16 +231,24 @@ def evaluate(
     metrics: str = typer.Option("mig", help="comma-separated metric names, or all"),
     representation: str = typer.Option("mean,sampled", help="mean, sampled, or both (comma-separated)"),
     untrained: bool = typer.Option(False, help="also evaluate the same network before training"),
-    num_points: Optional[int] = typer.Option(None, help="quick look: shrink every metric's sample sizes to this (not the reference protocol)"),
+    num_points: Optional[int] = typer.Option(
+        None, help="quick look: shrink every metric's sample sizes to this (not the reference protocol)"
+    ),
+    option: list[str] = typer.Option(
+        [], "--option", help="metric.setting=value, e.g. dci.importance=lightgbm (repeatable)"
+    ),
     device: str = typer.Option("cpu", help="cpu or cuda"),
 ) -> None:
     """Score a trained run with disentanglement metrics; results go to <run>/results.json."""
     from untwine.evaluation import evaluate_run, metric_names
-    from untwine.evaluation.evaluate import scaled_options
+    from untwine.evaluation.evaluate import parse_option, scaled_options
 
     names = metric_names(metrics)
     reps = [r.strip() for r in representation.split(",") if r.strip()]
-    options = {name: scaled_options(name, num_points) for name in names} if num_points else None
+    options = {name: scaled_options(name, num_points) for name in names} if num_points else {}
+    for text in option:
+        metric, key, value = parse_option(text, names)
+        options.setdefault(metric, {})[key] = value
     results = evaluate_run(run, names, reps, options=options, device=device)
     if untrained:
         results.update(evaluate_run(run, names, reps, untrained=True, options=options, device=device))
@@ -252,7 +283,9 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run directory"),
     steps: int = typer.Option(3000, help="training steps (the reference trains 300000)"),
     beta: float = typer.Option(16.0, help="KL weight of the beta-VAE (16 is the reference grid's largest)"),
-    learning_rate: float = typer.Option(5e-4, "--lr", help="Adam learning rate (reference 1e-4; 5e-4 for a short demo)"),
+    learning_rate: float = typer.Option(
+        5e-4, "--lr", help="Adam learning rate (reference 1e-4; 5e-4 for a short demo)"
+    ),
     seed: int = typer.Option(0, help="random seed"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="UNTWINE_DATA", help="where data files live"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
@@ -265,8 +298,16 @@ def demo(
     from untwine.viz.report import write_report
 
     config = _config_from(
-        None, method="beta_vae", beta=beta, dataset="dsprites", data_dir=str(data_dir) if data_dir else None,
-        steps=steps, seed=seed, device=device, checkpoint_every=500, learning_rate=learning_rate,
+        None,
+        method="beta_vae",
+        beta=beta,
+        dataset="dsprites",
+        data_dir=str(data_dir) if data_dir else None,
+        steps=steps,
+        seed=seed,
+        device=device,
+        checkpoint_every=500,
+        learning_rate=learning_rate,
     )
     run = RunDir(out)
     if run.checkpoints.final.exists() and not resume:

@@ -1,12 +1,12 @@
 """The run directory (DESIGN.md): everything one training run writes, and how to read it back.
 
-    runs/<run>/config.toml     the resolved config (everything needed to rerun)
-              checkpoints/     step-*/ (rolling), latest, final/  (safetensors + state.json)
-              log.jsonl, tb/   training curves
-              results.json     flat namespaced results: train.*, eval.<representation>.<metric>.<key>,
-                               and untrained.eval.* for the same network before training
-              figures/         reconstructions.png, samples.png, traversals.png, traversals.gif, ...
-              report.html      everything above on one page
+runs/<run>/config.toml     the resolved config (everything needed to rerun)
+          checkpoints/     step-*/ (rolling), latest, final/  (safetensors + state.json)
+          log.jsonl, tb/   training curves
+          results.json     flat namespaced results: train.*, eval.<representation>.<metric>.<key>,
+                           and untrained.eval.* for the same network before training
+          figures/         reconstructions.png, samples.png, traversals.png, traversals.gif, ...
+          report.html      everything above on one page
 """
 
 from __future__ import annotations

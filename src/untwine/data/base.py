@@ -58,8 +58,7 @@ class FactorDataset:
         if n < 0:
             raise InvalidInputError(f"cannot sample {n} factor vectors")
         columns = [
-            torch.randint(size, (n,), generator=generator, device=generator.device)
-            for size in self.factor_sizes
+            torch.randint(size, (n,), generator=generator, device=generator.device) for size in self.factor_sizes
         ]
         return torch.stack(columns, dim=1)
 

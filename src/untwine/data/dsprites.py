@@ -64,7 +64,9 @@ def render_templates(supersample: int = 4) -> np.ndarray:
             # rotate sample points by -theta into the shape's frame (counter-clockwise sprite rotation)
             ur = (cos * u + sin * v) / radius
             vr = (-sin * u + cos * v) / radius
-            covered = _inside(shape, ur, vr).reshape(len(ORIENTATIONS), TEMPLATE_SIZE, supersample, TEMPLATE_SIZE, supersample)
+            covered = _inside(shape, ur, vr).reshape(
+                len(ORIENTATIONS), TEMPLATE_SIZE, supersample, TEMPLATE_SIZE, supersample
+            )
             out[s, c] = covered.mean(axis=(2, 4)) >= 0.5
     return out
 
@@ -146,14 +148,18 @@ def load_dsprites_npz(path: str | Path) -> StoredDataset:
     except Exception as exc:  # zip, pickle and key errors all mean the same to the user
         raise InvalidInputError(f"{path} is not a readable dSprites npz ({type(exc).__name__}: {exc})") from exc
     if len(sizes) != 6 or sizes[0] != 1:
-        raise InvalidInputError(f"{path}: latents_sizes {sizes} is not the dSprites layout [1, shape, scale, orientation, x, y]")
+        raise InvalidInputError(
+            f"{path}: latents_sizes {sizes} is not the dSprites layout [1, shape, scale, orientation, x, y]"
+        )
     if imgs.ndim != 3 or imgs.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or imgs.shape[0] != math.prod(sizes):
         raise InvalidInputError(f"{path}: imgs has shape {list(imgs.shape)}, expected [{math.prod(sizes)}, 64, 64]")
     packed = np.packbits(imgs.reshape(imgs.shape[0], -1) != 0, axis=-1)
     return _dataset(torch.from_numpy(packed), sizes[1:])
 
 
-def dsprites_dataset(data_dir: str | Path | None = None, source: str = "auto", cache_dir: str | Path | None = None) -> StoredDataset:
+def dsprites_dataset(
+    data_dir: str | Path | None = None, source: str = "auto", cache_dir: str | Path | None = None
+) -> StoredDataset:
     """dSprites from the official file when present in `data_dir`, else rendered procedurally.
 
     source: "auto" (file if present, else procedural), "file" (error naming the expected path if absent) or
@@ -167,6 +173,7 @@ def dsprites_dataset(data_dir: str | Path | None = None, source: str = "auto", c
             return load_dsprites_npz(path)
     if source == "file":
         raise DataNotFoundError(
-            f"dSprites file not found: set --data-dir or UNTWINE_DATA and put {OFFICIAL_FILENAME} in <data-dir>/dsprites/"
+            f"dSprites file not found: set --data-dir or UNTWINE_DATA and put {OFFICIAL_FILENAME} "
+            "in <data-dir>/dsprites/"
         )
     return render_dsprites(cache_dir)

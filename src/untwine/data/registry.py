@@ -46,7 +46,9 @@ register(
         observation_shape=(1, 64, 64),
         files=(f"dsprites/{_dsprites.OFFICIAL_FILENAME}",),
         procedural=True,
-        build=lambda data_dir=None, source="auto", cache_dir=None: _dsprites.dsprites_dataset(data_dir, source, cache_dir),
+        build=lambda data_dir=None, source="auto", cache_dir=None: _dsprites.dsprites_dataset(
+            data_dir, source, cache_dir
+        ),
         description="dSprites (reference dsprites_full): official file if present, else rendered offline",
     ),
     "dsprites_full",

@@ -3,4 +3,12 @@
 from untwine.evaluation.evaluate import evaluate_model, evaluate_run, metric_names
 from untwine.evaluation.representation import mean_representation, representation, sample_codes, sampled_representation
 
-__all__ = ["evaluate_model", "evaluate_run", "mean_representation", "metric_names", "representation", "sample_codes", "sampled_representation"]
+__all__ = [
+    "evaluate_model",
+    "evaluate_run",
+    "mean_representation",
+    "metric_names",
+    "representation",
+    "sample_codes",
+    "sampled_representation",
+]

@@ -3,9 +3,9 @@
 Keys: `eval.<representation>.<metric>.<key>`, e.g. `eval.mean.mig.discrete_mig`, and the same values under the
 reference's names (spec §7.2): `reference.<representation>.<metric config>.evaluation_results.<key>`, e.g.
 `reference.mean.factor_vae_metric.evaluation_results.eval_accuracy`, so rows can be matched with
-disentanglement_lib's aggregated results (keys whose meaning differs from the reference's are left out there). As in disentanglement_lib's
-`dlib_reproduce` (spec §0), every model is evaluated with the same evaluation seeds, so the metrics' sampling
-noise is shared across models (and between a model and its untrained self).
+disentanglement_lib's aggregated results (keys whose meaning differs from the reference's are left out there).
+As in disentanglement_lib's `dlib_reproduce` (spec §0), every model is evaluated with the same evaluation seeds,
+so the metrics' sampling noise is shared across models (and between a model and its untrained self).
 """
 
 from __future__ import annotations
@@ -57,6 +57,36 @@ def scaled_options(name: str, num_points: int) -> dict:
     return options
 
 
+def parse_option(text: str, metrics: Sequence[str]) -> tuple[str, str, object]:
+    """ "dci.importance=lightgbm" -> ("dci", "importance", "lightgbm"); numbers become int or float. The metric
+    must be among `metrics` and the setting one of its protocol's keyword arguments."""
+    name, sep, raw = text.partition("=")
+    metric, dot, key = name.strip().partition(".")
+    if not sep or not dot or not key:
+        raise InvalidInputError(f"--option {text!r}: expected metric.setting=value, e.g. dci.importance=lightgbm")
+    if metric not in metrics:
+        raise InvalidInputError(
+            f"--option {text!r}: metric {metric!r} is not among those evaluated ({', '.join(metrics)})"
+        )
+    settings = [
+        p
+        for p in inspect.signature(PROTOCOLS[metric]).parameters
+        if p not in ("representation", "dataset", "generator")
+    ]
+    if key not in settings:
+        raise InvalidInputError(
+            f"--option {text!r}: {metric} has no setting {key!r}; its settings: {', '.join(settings)}"
+        )
+    value: object = raw.strip()
+    for kind in (int, float):
+        try:
+            value = kind(raw)
+            break
+        except ValueError:
+            continue
+    return metric, key, value
+
+
 def _generator(eval_seed: int, representation_name: str, metric: str, device) -> torch.Generator:
     words = np.random.SeedSequence([eval_seed, REPRESENTATIONS.index(representation_name), *metric.encode()])
     return torch.Generator(device=device).manual_seed(int(words.generate_state(1, dtype=np.uint64)[0] >> 1))
@@ -87,7 +117,9 @@ def evaluate_model(
             start = time.perf_counter()
             values = PROTOCOLS[name](representation(model, rep, noise_gen), dataset, data_gen, **options.get(name, {}))
             elapsed = time.perf_counter() - start
-            reference = f"reference.{rep}.{REFERENCE_NAMES[name]}.evaluation_results" if name in REFERENCE_NAMES else None
+            reference = (
+                f"reference.{rep}.{REFERENCE_NAMES[name]}.evaluation_results" if name in REFERENCE_NAMES else None
+            )
             for key, value in values.items():
                 results[f"eval.{rep}.{name}.{key}"] = value
                 if reference and key not in NOT_REFERENCE_KEYS.get(name, ()):

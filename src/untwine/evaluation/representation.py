@@ -111,8 +111,9 @@ def sample_codes(
     return np.concatenate(codes, axis=0), factors.cpu().numpy()
 
 
-def sample_train_test(representation: Representation, dataset, num_train: int, num_test: int,
-                      generator: torch.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def sample_train_test(
+    representation: Representation, dataset, num_train: int, num_test: int, generator: torch.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(codes_train, factors_train, codes_test, factors_test): two fresh samples, train drawn first (spec §5.4–5.6)."""
     codes_train, factors_train = sample_codes(representation, dataset, num_train, generator)
     codes_test, factors_test = sample_codes(representation, dataset, num_test, generator)

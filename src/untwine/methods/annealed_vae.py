@@ -24,8 +24,11 @@ def capacity(c_max, iteration_threshold, step, like: torch.Tensor | None = None)
     """
     if isinstance(iteration_threshold, (int, float)) and iteration_threshold <= 0:
         raise InvalidInputError(f"iteration_threshold must be positive, got {iteration_threshold}")
-    zero = torch.zeros((), dtype=like.dtype if like is not None else torch.get_default_dtype(),
-                       device=like.device if like is not None else None)
+    zero = torch.zeros(
+        (),
+        dtype=like.dtype if like is not None else torch.get_default_dtype(),
+        device=like.device if like is not None else None,
+    )
     ramp = zero + c_max * step / iteration_threshold
     return torch.minimum(zero + c_max, ramp)
 

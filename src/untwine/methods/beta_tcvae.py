@@ -48,8 +48,9 @@ def _check(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, dataset_si
             f"z, mean and logvar must share one [batch, latent] shape, got {tuple(z.shape)}, "
             f"{tuple(mean.shape)}, {tuple(logvar.shape)}"
         )
-    if dataset_size is not None and (isinstance(dataset_size, bool) or not isinstance(dataset_size, int)
-                                     or dataset_size < 1):
+    if dataset_size is not None and (
+        isinstance(dataset_size, bool) or not isinstance(dataset_size, int) or dataset_size < 1
+    ):
         raise InvalidInputError(f"dataset_size must be a positive integer, got {dataset_size!r}")
     if sampling == "mss":
         if dataset_size is None:

@@ -48,7 +48,9 @@ def objective_terms(
             logits, targets, mean, logvar, z, h["beta"], dataset_size if needs_size else None, sampling
         )
     if method in ("dip_vae_i", "dip_vae_ii"):
-        return dip_vae_loss(logits, targets, mean, logvar, h["lambda_od"], h["lambda_d_factor"], method.removeprefix("dip_vae_"))
+        return dip_vae_loss(
+            logits, targets, mean, logvar, h["lambda_od"], h["lambda_d_factor"], method.removeprefix("dip_vae_")
+        )
     if method == "factor_vae":
         if discriminator is None:
             raise InvalidInputError("factor_vae needs its discriminator")

@@ -64,4 +64,15 @@ NOT_REFERENCE_KEYS = {
     "downstream_boosted_trees": {"sample_efficiency"},
 }
 
-__all__ = ["NOT_REFERENCE_KEYS", "PROTOCOLS", "REFERENCE_NAMES", "dci", "irs", "mig", "mig_posterior", "modularity_explicitness", "sap", "unsupervised"]
+__all__ = [
+    "NOT_REFERENCE_KEYS",
+    "PROTOCOLS",
+    "REFERENCE_NAMES",
+    "dci",
+    "irs",
+    "mig",
+    "mig_posterior",
+    "modularity_explicitness",
+    "sap",
+    "unsupervised",
+]

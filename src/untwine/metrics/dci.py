@@ -158,5 +158,7 @@ def evaluate(
     """The reference protocol: encode `num_train` then `num_test` fresh samples, then `dci` (spec §5.4)."""
     from untwine.evaluation.representation import sample_train_test
 
-    codes_train, factors_train, codes_test, factors_test = sample_train_test(representation, dataset, num_train, num_test, generator)
+    codes_train, factors_train, codes_test, factors_test = sample_train_test(
+        representation, dataset, num_train, num_test, generator
+    )
     return dci(codes_train, factors_train, codes_test, factors_test, importance, sklearn_seed(generator), n_jobs)

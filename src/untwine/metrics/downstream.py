@@ -53,9 +53,16 @@ def _fit_and_score(x_train, y_train, x_test, y_test, predictor, random_state, lo
     return float(np.mean(pred_train == y_train)), float(np.mean(pred_test == y_test))
 
 
-def factor_accuracies(codes_train, factors_train, codes_test, factors_test, predictor: str = "logistic_regression",
-                      random_state: int | None = None, logistic: str = "ovr",
-                      n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def factor_accuracies(
+    codes_train,
+    factors_train,
+    codes_test,
+    factors_test,
+    predictor: str = "logistic_regression",
+    random_state: int | None = None,
+    logistic: str = "ovr",
+    n_jobs: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-factor (train accuracy, test accuracy) of a fresh classifier per factor on the raw codes.
 
     The factors' classifiers are fitted in parallel (`n_jobs`, see `fit_in_parallel`); each gets `random_state`.
@@ -87,18 +94,28 @@ def downstream_scores(train_acc: np.ndarray, test_acc: np.ndarray, size: int) ->
     return scores
 
 
-def evaluate(representation, dataset, generator: torch.Generator, num_train: Sequence[int] = (10, 100, 1000, 10_000),
-             num_test: int = 5_000, predictor: str = "logistic_regression", logistic: str = "ovr",
-             n_jobs: int | None = None) -> dict[str, float]:
+def evaluate(
+    representation,
+    dataset,
+    generator: torch.Generator,
+    num_train: Sequence[int] = (10, 100, 1000, 10_000),
+    num_test: int = 5_000,
+    predictor: str = "logistic_regression",
+    logistic: str = "ovr",
+    n_jobs: int | None = None,
+) -> dict[str, float]:
     """The reference protocol: for each training size, fresh train and test samples (spec §5.8)."""
     from untwine.evaluation.representation import sample_train_test
 
     make_predictor(predictor, logistic=logistic)  # validate the names before any encoding
     scores: dict[str, float] = {}
     for size in num_train:
-        codes_train, factors_train, codes_test, factors_test = sample_train_test(representation, dataset, size, num_test, generator)
-        train_acc, test_acc = factor_accuracies(codes_train, factors_train, codes_test, factors_test, predictor,
-                                                sklearn_seed(generator), logistic, n_jobs)
+        codes_train, factors_train, codes_test, factors_test = sample_train_test(
+            representation, dataset, size, num_test, generator
+        )
+        train_acc, test_acc = factor_accuracies(
+            codes_train, factors_train, codes_test, factors_test, predictor, sklearn_seed(generator), logistic, n_jobs
+        )
         scores.update(downstream_scores(train_acc, test_acc, size))
     return with_sample_efficiency(scores)
 

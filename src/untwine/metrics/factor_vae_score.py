@@ -94,8 +94,13 @@ def votes_accuracy(train_votes, eval_votes) -> dict[str, float]:
 
 
 def sample_votes(
-    representation, dataset, generator: torch.Generator, num_votes: int, batch_size: int,
-    global_variances: np.ndarray, active: np.ndarray,
+    representation,
+    dataset,
+    generator: torch.Generator,
+    num_votes: int,
+    batch_size: int,
+    global_variances: np.ndarray,
+    active: np.ndarray,
 ) -> np.ndarray:
     """Votes [K, d] from `num_votes` fresh vote groups, many groups per representation call."""
     num_factors = dataset.num_factors

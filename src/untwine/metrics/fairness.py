@@ -60,9 +60,16 @@ def fairness_scores(matrix: np.ndarray, prefix: str) -> dict[str, float]:
     return scores
 
 
-def evaluate(representation, dataset, generator: torch.Generator, num_train: int = 10_000,
-             num_test_points_per_class: int = 100, predictor: str = "boosted_trees",
-             batch_size: int = 4096, n_jobs: int | None = None) -> dict[str, float]:
+def evaluate(
+    representation,
+    dataset,
+    generator: torch.Generator,
+    num_train: int = 10_000,
+    num_test_points_per_class: int = 100,
+    predictor: str = "boosted_trees",
+    batch_size: int = 4096,
+    n_jobs: int | None = None,
+) -> dict[str, float]:
     """The reference protocol (spec §5.9); keys `mean_fairness:*` and `max_fairness:*`.
 
     The K target classifiers are fitted first, in parallel (`n_jobs`, see `fit_in_parallel`)."""

@@ -45,8 +45,14 @@ def mig(codes, factors, num_bins: int = 20) -> dict[str, float]:
     return {"discrete_mig": float(np.mean(gaps))}
 
 
-def evaluate(representation, dataset, generator: torch.Generator, num_train: int = 10_000, num_bins: int = 20,
-             estimator: str = "histogram") -> dict[str, float]:
+def evaluate(
+    representation,
+    dataset,
+    generator: torch.Generator,
+    num_train: int = 10_000,
+    num_bins: int = 20,
+    estimator: str = "histogram",
+) -> dict[str, float]:
     """The reference protocol: encode `num_train` fresh samples of `dataset`, then `mig` (spec §5.3).
 
     estimator="posterior" uses Chen et al.'s estimator on the encoder's posteriors instead (`mig_posterior.py`;

@@ -43,13 +43,13 @@ def posterior_mutual_info(means, logvars, factors, generator: torch.Generator, c
     conditional = torch.zeros(d, factors.shape[1], dtype=torch.float64)
     for j in range(d):
         for start in range(0, n, chunk):
-            zj = z[start:start + chunk, j]  # [m] draws, one per point
+            zj = z[start : start + chunk, j]  # [m] draws, one per point
             powers = torch.stack([zj * zj, zj, torch.ones_like(zj)], dim=1)  # [m, 3]
             log_q = powers @ coefficients[:, :, j]  # [m, N]
             top = log_q.max(1).values
             weights = log_q.sub_(top[:, None]).exp_()
             marginal[j] -= (top + torch.log(weights.sum(1)) - np.log(n)).sum()
-            own = columns[start:start + chunk]  # [m, K]: each draw's own value of every factor
+            own = columns[start : start + chunk]  # [m, K]: each draw's own value of every factor
             group_sums = (weights @ onehot).gather(1, own)  # [m, K]
             conditional[j] -= (top[:, None] + torch.log(group_sums) - log_group_sizes[own]).sum(0)
     return ((marginal[:, None] - conditional) / n).numpy()
@@ -74,7 +74,7 @@ def evaluate(representation, dataset, generator: torch.Generator, num_train: int
     if encoder is None:
         raise InvalidInputError("the posterior MIG needs a model's Gaussian encoder (use untwine's representations)")
     factors = dataset.sample_factors(num_train, generator)
-    parts = [encoder(dataset.observations(factors[i:i + 256], generator)) for i in range(0, num_train, 256)]
+    parts = [encoder(dataset.observations(factors[i : i + 256], generator)) for i in range(0, num_train, 256)]
     means = np.concatenate([p[0] for p in parts])
     logvars = np.concatenate([p[1] for p in parts])
     return mig_posterior(means, logvars, factors.cpu().numpy(), generator)

@@ -132,7 +132,9 @@ def evaluate(
     """The reference protocol: encode `num_train` then `num_test` fresh samples, then the scores (spec §5.6)."""
     from untwine.evaluation.representation import sample_train_test
 
-    codes_train, factors_train, codes_test, factors_test = sample_train_test(representation, dataset, num_train, num_test, generator)
+    codes_train, factors_train, codes_test, factors_test = sample_train_test(
+        representation, dataset, num_train, num_test, generator
+    )
     return modularity_explicitness(
         codes_train, factors_train, codes_test, factors_test, num_bins, logistic, random_state=sklearn_seed(generator)
     )

@@ -109,7 +109,9 @@ def evaluate(
     """The reference protocol: encode `num_train` then `num_test` fresh samples, then `sap` (spec §5.5)."""
     from untwine.evaluation.representation import sample_train_test
 
-    codes_train, factors_train, codes_test, factors_test = sample_train_test(representation, dataset, num_train, num_test, generator)
+    codes_train, factors_train, codes_test, factors_test = sample_train_test(
+        representation, dataset, num_train, num_test, generator
+    )
     return sap(
         codes_train, factors_train, codes_test, factors_test, continuous_factors, random_state=sklearn_seed(generator)
     )

@@ -39,7 +39,11 @@ def check_factors(factors, num_points: int, name: str = "factors") -> np.ndarray
     if factors.shape[1] < 1:
         raise InvalidInputError(f"{name} has no columns")
     if not np.issubdtype(factors.dtype, np.integer):
-        if np.issubdtype(factors.dtype, np.floating) and np.all(np.isfinite(factors)) and np.all(factors == np.round(factors)):
+        if (
+            np.issubdtype(factors.dtype, np.floating)
+            and np.all(np.isfinite(factors))
+            and np.all(factors == np.round(factors))
+        ):
             factors = factors.astype(np.int64)
         else:
             raise InvalidInputError(f"{name} must be integer factor indices, got dtype {factors.dtype}")

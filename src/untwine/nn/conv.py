@@ -29,12 +29,17 @@ class ConvEncoder(nn.Module):
     def __init__(self, in_channels: int = 1, latent_dim: int = 10):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 4, stride=2, padding=1), nn.ReLU(),  # 64 -> 32 (TF SAME pads 1)
-            nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),  # 32 -> 16
-            nn.Conv2d(32, 64, 2, stride=2, padding=0), nn.ReLU(),  # 16 -> 8 (2x2 kernels, spec §1.1)
-            nn.Conv2d(64, 64, 2, stride=2, padding=0), nn.ReLU(),  # 8 -> 4
+            nn.Conv2d(in_channels, 32, 4, stride=2, padding=1),
+            nn.ReLU(),  # 64 -> 32 (TF SAME pads 1)
+            nn.Conv2d(32, 32, 4, stride=2, padding=1),
+            nn.ReLU(),  # 32 -> 16
+            nn.Conv2d(32, 64, 2, stride=2, padding=0),
+            nn.ReLU(),  # 16 -> 8 (2x2 kernels, spec §1.1)
+            nn.Conv2d(64, 64, 2, stride=2, padding=0),
+            nn.ReLU(),  # 8 -> 4
             nn.Flatten(),
-            nn.Linear(64 * 4 * 4, 256), nn.ReLU(),
+            nn.Linear(64 * 4 * 4, 256),
+            nn.ReLU(),
         )
         self.mean = nn.Linear(256, latent_dim)
         self.logvar = nn.Linear(256, latent_dim)
@@ -50,13 +55,18 @@ class DeconvDecoder(nn.Module):
     def __init__(self, out_channels: int = 1, latent_dim: int = 10):
         super().__init__()
         self.dense = nn.Sequential(
-            nn.Linear(latent_dim, 256), nn.ReLU(),
-            nn.Linear(256, 1024), nn.ReLU(),
+            nn.Linear(latent_dim, 256),
+            nn.ReLU(),
+            nn.Linear(256, 1024),
+            nn.ReLU(),
         )
         self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(64, 64, 4, stride=2, padding=1), nn.ReLU(),  # 4 -> 8
-            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.ReLU(),  # 8 -> 16
-            nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),  # 16 -> 32
+            nn.ConvTranspose2d(64, 64, 4, stride=2, padding=1),
+            nn.ReLU(),  # 4 -> 8
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
+            nn.ReLU(),  # 8 -> 16
+            nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1),
+            nn.ReLU(),  # 16 -> 32
             nn.ConvTranspose2d(32, out_channels, 4, stride=2, padding=1),  # 32 -> 64, logits
         )
 
@@ -71,8 +81,10 @@ class FCEncoder(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(math.prod(observation_shape), 1200), nn.ReLU(),
-            nn.Linear(1200, 1200), nn.ReLU(),
+            nn.Linear(math.prod(observation_shape), 1200),
+            nn.ReLU(),
+            nn.Linear(1200, 1200),
+            nn.ReLU(),
         )
         self.mean = nn.Linear(1200, latent_dim)
         self.logvar = nn.Linear(1200, latent_dim)
@@ -89,9 +101,12 @@ class FCDecoder(nn.Module):
         super().__init__()
         self.observation_shape = tuple(observation_shape)
         self.net = nn.Sequential(
-            nn.Linear(latent_dim, 1200), nn.Tanh(),
-            nn.Linear(1200, 1200), nn.Tanh(),
-            nn.Linear(1200, 1200), nn.Tanh(),
+            nn.Linear(latent_dim, 1200),
+            nn.Tanh(),
+            nn.Linear(1200, 1200),
+            nn.Tanh(),
+            nn.Linear(1200, 1200),
+            nn.Tanh(),
             nn.Linear(1200, math.prod(observation_shape)),
         )
 
@@ -137,7 +152,9 @@ class GaussianVAE(nn.Module):
         return self.decoder(z)
 
     @staticmethod
-    def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def reparameterize(
+        mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """z = mean + exp(logvar / 2) * eps, eps ~ N(0, I) drawn from `generator` (spec §1.7)."""
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + torch.exp(0.5 * logvar) * eps

@@ -253,9 +253,9 @@ class ModelStack(nn.Module):
         else:
             if len(generators) != self.K:
                 raise InvalidInputError(f"need one noise generator per member (K={self.K}), got {len(generators)}")
-            eps = torch.stack([
-                torch.randn(mean.shape[1:], generator=g, device=mean.device, dtype=mean.dtype) for g in generators
-            ])
+            eps = torch.stack(
+                [torch.randn(mean.shape[1:], generator=g, device=mean.device, dtype=mean.dtype) for g in generators]
+            )
         return mean + torch.exp(0.5 * logvar) * eps
 
     def forward(self, x: torch.Tensor, generators: Sequence[torch.Generator] | None = None):
@@ -268,7 +268,7 @@ class ModelStack(nn.Module):
 
     def _member_call(self, part: str, inputs: torch.Tensor):
         prefix = part + "."
-        params = {name[len(prefix):]: self._param(name) for name in self._names if name.startswith(prefix)}
+        params = {name[len(prefix) :]: self._param(name) for name in self._names if name.startswith(prefix)}
         module = getattr(self._template, part)
         if self.channels_last and part == "encoder" and self.architecture == "conv":
             # member slices channels_last: memory [K, B, H, W, C]

@@ -55,19 +55,34 @@ UNSUPERVISED_STUDY_V1 = StudyGrid(
     name="unsupervised_study_v1",
     sweeps=(
         MethodSweep("beta_vae", "beta_vae", "beta", (1.0, 2.0, 4.0, 6.0, 8.0, 16.0)),
-        MethodSweep("factor_vae", "factor_vae", "gamma", (10.0, 20.0, 30.0, 40.0, 50.0, 100.0),
-                    (("double_count_steps", True),)),
-        MethodSweep("dip_vae_i", "dip_vae_i", "lambda_od", (1.0, 2.0, 5.0, 10.0, 20.0, 50.0),
-                    (("lambda_d_factor", 10.0),)),
-        MethodSweep("dip_vae_ii", "dip_vae_ii", "lambda_od", (1.0, 2.0, 5.0, 10.0, 20.0, 50.0),
-                    (("lambda_d_factor", 1.0),)),
+        MethodSweep(
+            "factor_vae", "factor_vae", "gamma", (10.0, 20.0, 30.0, 40.0, 50.0, 100.0), (("double_count_steps", True),)
+        ),
+        MethodSweep(
+            "dip_vae_i", "dip_vae_i", "lambda_od", (1.0, 2.0, 5.0, 10.0, 20.0, 50.0), (("lambda_d_factor", 10.0),)
+        ),
+        MethodSweep(
+            "dip_vae_ii", "dip_vae_ii", "lambda_od", (1.0, 2.0, 5.0, 10.0, 20.0, 50.0), (("lambda_d_factor", 1.0),)
+        ),
         MethodSweep("beta_tcvae", "beta_tc_vae", "beta", (1.0, 2.0, 4.0, 6.0, 8.0, 10.0)),
-        MethodSweep("annealed_vae", "annealed_vae", "c_max", (5.0, 10.0, 25.0, 50.0, 75.0, 100.0),
-                    (("gamma", 1000.0), ("iteration_threshold", 100_000))),
+        MethodSweep(
+            "annealed_vae",
+            "annealed_vae",
+            "c_max",
+            (5.0, 10.0, 25.0, 50.0, 75.0, 100.0),
+            (("gamma", 1000.0), ("iteration_threshold", 100_000)),
+        ),
     ),
     datasets=("dsprites", "color_dsprites", "noisy_dsprites", "scream_dsprites", "smallnorb", "cars3d", "shapes3d"),
-    reference_datasets=("dsprites_full", "color_dsprites", "noisy_dsprites", "scream_dsprites", "smallnorb",
-                        "cars3d", "shapes3d"),
+    reference_datasets=(
+        "dsprites_full",
+        "color_dsprites",
+        "noisy_dsprites",
+        "scream_dsprites",
+        "smallnorb",
+        "cars3d",
+        "shapes3d",
+    ),
     num_seeds=50,
 )
 

@@ -157,7 +157,9 @@ def load_weights(model: torch.nn.Module, directory: Path, file: str = MODEL_FILE
     missing = set(model.state_dict()) - set(weights)
     unexpected = set(weights) - set(model.state_dict())
     if missing or unexpected:
-        raise CheckpointError(f"{path} does not match the model (missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+        raise CheckpointError(
+            f"{path} does not match the model (missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
+        )
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
@@ -184,7 +186,7 @@ def load_checkpoint(
     device = next(model.parameters()).device
     for name, optimizer in optimizers.items():
         prefix = f"{name}."
-        own = {k[len(prefix):]: v.to(device) for k, v in tensors.items() if k.startswith(prefix)}
+        own = {k[len(prefix) :]: v.to(device) for k, v in tensors.items() if k.startswith(prefix)}
         _restore_optimizer(optimizer, own, state["optimizers"][name])
     for name, generator in generators.items():
         decode_rng(generator, state["rng"][name])

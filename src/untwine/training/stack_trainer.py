@@ -43,7 +43,9 @@ def check_stackable(configs: Sequence[TrainConfig]) -> None:
         other = {k: v for k, v in config.model_dump().items() if k not in PER_MEMBER}
         differ = sorted(k for k in shared if shared[k] != other[k])
         if differ:
-            raise InvalidInputError(f"stacked runs may differ only in seed and hyperparameters, not {', '.join(differ)}")
+            raise InvalidInputError(
+                f"stacked runs may differ only in seed and hyperparameters, not {', '.join(differ)}"
+            )
 
 
 class StackTrainer:
@@ -72,8 +74,11 @@ class StackTrainer:
         self.progress = progress
         self.mode = mode
         self.hyperparameters = {
-            name: torch.tensor([m.config.hyperparameters()[name] for m in self.members], dtype=torch.float32,
-                               device=self.members[0].device)
+            name: torch.tensor(
+                [m.config.hyperparameters()[name] for m in self.members],
+                dtype=torch.float32,
+                device=self.members[0].device,
+            )
             for name in self.config.hyperparameters()
         }
 
@@ -84,7 +89,9 @@ class StackTrainer:
         self.stack.to(self.members[0].device)
         config = self.config
         self.optimizer = torch.optim.Adam(
-            self.stack.parameters(), lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
+            self.stack.parameters(),
+            lr=config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
             eps=config.adam_eps,
         )
         member_params = [dict(m.model.named_parameters()) for m in self.members]
@@ -130,14 +137,21 @@ class StackTrainer:
 
         def objective(logits, x, mean, logvar, z, **hyperparameters):
             return objective_terms(
-                self.config.method, logits, x, mean, logvar, z, step, hyperparameters,
-                tc_estimator=self.config.tc_estimator or "reference", dataset_size=len(self.dataset),
+                self.config.method,
+                logits,
+                x,
+                mean,
+                logvar,
+                z,
+                step,
+                hyperparameters,
+                tc_estimator=self.config.tc_estimator or "reference",
+                dataset_size=len(self.dataset),
             )
 
         terms = stacked_terms(objective, logits, x, mean, logvar, z, **self.hyperparameters)
         losses = terms["loss"].detach()
-        bad = [k for k, v in enumerate(losses.tolist())
-               if not math.isfinite(v) or v > self.config.divergence_threshold]
+        bad = [k for k, v in enumerate(losses.tolist()) if not math.isfinite(v) or v > self.config.divergence_threshold]
         if bad:
             runs = ", ".join(str(self.members[k].run.path) for k in bad)
             raise TrainingDivergedError(

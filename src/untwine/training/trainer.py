@@ -113,7 +113,9 @@ class Trainer:
                 state = load_checkpoint(latest, self.model, self.optimizers, self.generators, self.modules())
                 self.step, self.elapsed = state["step"], state.get("elapsed_s", 0.0)
         elif latest is not None or checkpoints.final.exists():
-            raise InvalidInputError(f"{self.run.path} already holds a run: use --resume to continue it, or another --out")
+            raise InvalidInputError(
+                f"{self.run.path} already holds a run: use --resume to continue it, or another --out"
+            )
         self.run.path.mkdir(parents=True, exist_ok=True)
         self.config.write(self.run.config_path)
 
@@ -132,8 +134,16 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         mean, logvar, z, logits = self.model(x, self.generators["noise"])
         terms = objective_terms(
-            self.config.method, logits, x, mean, logvar, z, float(self.step), self.hyperparameters,
-            discriminator=self.discriminator, tc_estimator=self.config.tc_estimator or "reference",
+            self.config.method,
+            logits,
+            x,
+            mean,
+            logvar,
+            z,
+            float(self.step),
+            self.hyperparameters,
+            discriminator=self.discriminator,
+            tc_estimator=self.config.tc_estimator or "reference",
             dataset_size=len(self.dataset),
         )
         if self.discriminator is not None:

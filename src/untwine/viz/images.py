@@ -43,8 +43,9 @@ def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return out[0] if single else out
 
 
-def tile(images: np.ndarray | Sequence[np.ndarray], rows: int, cols: int, pad: int = 2,
-         pad_value: int = WHITE) -> np.ndarray:
+def tile(
+    images: np.ndarray | Sequence[np.ndarray], rows: int, cols: int, pad: int = 2, pad_value: int = WHITE
+) -> np.ndarray:
     """Tile uint8 images [N, H, W, 3] row-major into a rows x cols grid, `pad` pixels of `pad_value` between cells.
 
     Cells beyond N are filled with `pad_value` (as the reference's `padded_grid`, §8.1).
@@ -56,7 +57,7 @@ def tile(images: np.ndarray | Sequence[np.ndarray], rows: int, cols: int, pad: i
     out = np.full((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad, c), pad_value, dtype=np.uint8)
     for i in range(n):
         r, col = divmod(i, cols)
-        out[r * (h + pad):r * (h + pad) + h, col * (w + pad):col * (w + pad) + w] = images[i]
+        out[r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w] = images[i]
     return out
 
 
@@ -108,8 +109,7 @@ def save_gif(frames: Sequence[np.ndarray], path: str | Path, fps: float = 10) ->
     arrays = [np.asarray(f, dtype=np.uint8) for f in frames]
     gray = all(np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 0], a[..., 2]) for a in arrays)
     pictures = [Image.fromarray(a[..., 0] if gray else a) for a in arrays]
-    pictures[0].save(path, format="GIF", save_all=True, append_images=pictures[1:],
-                     duration=round(1000 / fps), loop=0)
+    pictures[0].save(path, format="GIF", save_all=True, append_images=pictures[1:], duration=round(1000 / fps), loop=0)
     return path
 
 
@@ -143,8 +143,13 @@ def encode_means(model: torch.nn.Module, observations: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def reconstructions(model: torch.nn.Module, observations: torch.Tensor, generator: torch.Generator | None = None,
-                    num: int = 64, pad: int = 4) -> np.ndarray:
+def reconstructions(
+    model: torch.nn.Module,
+    observations: torch.Tensor,
+    generator: torch.Generator | None = None,
+    num: int = 64,
+    pad: int = 4,
+) -> np.ndarray:
     """Each of the first `num` observations side by side with its reconstruction, tiled (spec §8.1).
 
     The reconstruction is decoded from a *sampled* z = mean + exp(logvar / 2) * eps, as the reference does.
@@ -171,8 +176,13 @@ def _format_value(value: float) -> str:
 
 
 @torch.no_grad()
-def traversal_grid(model: torch.nn.Module, observation: torch.Tensor, values: Sequence[float] | None = None,
-                   pad: int = 2, annotate: bool = True) -> np.ndarray:
+def traversal_grid(
+    model: torch.nn.Module,
+    observation: torch.Tensor,
+    values: Sequence[float] | None = None,
+    pad: int = 2,
+    annotate: bool = True,
+) -> np.ndarray:
     """Latent traversals around one image: row i varies latent dimension i, column j sets it to values[j].
 
     The base code is the encoder mean of `observation`; the dimension's value is *replaced* by values[j]
@@ -194,8 +204,15 @@ def traversal_grid(model: torch.nn.Module, observation: torch.Tensor, values: Se
     return _annotate(grid, [f"z{i}" for i in range(d)], [_format_value(float(x)) for x in values_t], cell_h, cell_w)
 
 
-def _annotate(grid: np.ndarray, row_labels: list[str], col_labels: list[str], cell_h: int, cell_w: int,
-              left: int = 36, top: int = 18) -> np.ndarray:
+def _annotate(
+    grid: np.ndarray,
+    row_labels: list[str],
+    col_labels: list[str],
+    cell_h: int,
+    cell_w: int,
+    left: int = 36,
+    top: int = 18,
+) -> np.ndarray:
     """Add a white margin with row labels on the left and column labels on top."""
     canvas = Image.new("RGB", (grid.shape[1] + left, grid.shape[0] + top), (WHITE, WHITE, WHITE))
     canvas.paste(Image.fromarray(grid), (left, top))
@@ -223,8 +240,9 @@ def triangle_positions(start: float, num_frames: int = 20) -> np.ndarray:
     return np.where(phase <= 1.0, phase, 2.0 - phase)
 
 
-def fixed_interval_cycle(base_value: float, num_frames: int = 20,
-                         interval: tuple[float, float] = (-2.0, 2.0)) -> np.ndarray:
+def fixed_interval_cycle(
+    base_value: float, num_frames: int = 20, interval: tuple[float, float] = (-2.0, 2.0)
+) -> np.ndarray:
     """Values of one latent over the animation: the triangle wave over `interval` that starts at `base_value`
     (the reference's `fixed_interval_cycle`, §8.1)."""
     low, high = float(interval[0]), float(interval[1])
@@ -234,8 +252,13 @@ def fixed_interval_cycle(base_value: float, num_frames: int = 20,
 
 
 @torch.no_grad()
-def traversal_frames(model: torch.nn.Module, observation: torch.Tensor, num_frames: int = 20,
-                     interval: tuple[float, float] = (-2.0, 2.0), pad: int = 10) -> list[np.ndarray]:
+def traversal_frames(
+    model: torch.nn.Module,
+    observation: torch.Tensor,
+    num_frames: int = 20,
+    interval: tuple[float, float] = (-2.0, 2.0),
+    pad: int = 10,
+) -> list[np.ndarray]:
     """Frames of the animated traversal around one image (the reference's fixed_interval_cycle GIF, §8.1).
 
     Base code = encoder mean of `observation`. In every frame, tile k shows latent dimension k moved along its

@@ -29,25 +29,30 @@ NUM_IMAGES = 64
 # name -> (file name, heading, caption); in the order the report shows them.
 FIGURES = {
     "training_curves": (
-        "training_curves.png", "Training curves",
+        "training_curves.png",
+        "Training curves",
         "Quantities logged during training (log.jsonl) against the training step.",
     ),
     "reconstructions": (
-        "reconstructions.png", "Reconstructions",
+        "reconstructions.png",
+        "Reconstructions",
         f"{NUM_IMAGES} pairs: a data set image (left) and its reconstruction (right), decoded from a code sampled "
         "from the encoder's posterior q(z|x).",
     ),
     "samples": (
-        "samples.png", "Samples",
+        "samples.png",
+        "Samples",
         f"Decodes of {NUM_IMAGES} codes drawn from the prior z ~ N(0, I).",
     ),
     "traversals": (
-        "traversals.png", "Latent traversals",
+        "traversals.png",
+        "Latent traversals",
         "Traversals around the encoder mean of one data set image: in row zi, latent dimension i is replaced by "
         "the value above the column (-1 to 1); the other dimensions keep their value.",
     ),
     "traversals_gif": (
-        "traversals.gif", "Animated traversals",
+        "traversals.gif",
+        "Animated traversals",
         "The same base code, animated: each tile moves one latent dimension (z0 top left, then row by row) along "
         "a triangle wave over [-2, 2] that starts at the dimension's base value; 20 frames at 10 frames per second.",
     ),
@@ -76,8 +81,12 @@ def figure_paths(run_dir: RunDir | str | Path) -> dict[str, Path]:
     return {name: run.figures_dir / spec[0] for name, spec in FIGURES.items()}
 
 
-def write_figures(run_dir: RunDir | str | Path, model: torch.nn.Module | None = None,
-                  dataset: FactorDataset | None = None, seed: int = 0) -> dict[str, Path]:
+def write_figures(
+    run_dir: RunDir | str | Path,
+    model: torch.nn.Module | None = None,
+    dataset: FactorDataset | None = None,
+    seed: int = 0,
+) -> dict[str, Path]:
     """Write the run's figures under figures/ and return name -> path.
 
     `model` defaults to the run's final checkpoint and `dataset` to the run's data set. Images come from
@@ -154,15 +163,15 @@ def _key_value_columns(items: dict, exact: bool = False, per_column: int = 10) -
     keys = list(items)
     count = max(1, -(-len(keys) // per_column))
     size = -(-len(keys) // count)
-    tables = [_key_value_table({k: items[k] for k in keys[i:i + size]}, exact) for i in range(0, len(keys), size)]
+    tables = [_key_value_table({k: items[k] for k in keys[i : i + size]}, exact) for i in range(0, len(keys), size)]
     return f'<div class="kv-columns">{"".join(tables)}</div>'
 
 
 def metric_table(results: dict) -> str:
     """HTML tables of `eval.<representation>.<metric>.<key>` results, one per representation, with the
     `untrained.eval.*` value of the same network before training beside the trained one."""
-    trained = {k[len("eval."):]: v for k, v in results.items() if k.startswith("eval.")}
-    untrained = {k[len("untrained.eval."):]: v for k, v in results.items() if k.startswith("untrained.eval.")}
+    trained = {k[len("eval.") :]: v for k, v in results.items() if k.startswith("eval.")}
+    untrained = {k[len("untrained.eval.") :]: v for k, v in results.items() if k.startswith("untrained.eval.")}
     if not trained and not untrained:
         return '<p class="note">No evaluation results yet (results.json has no eval.* keys).</p>'
     groups: dict[str, dict[str, list[tuple[str, str]]]] = {}  # representation -> metric -> [(key, name)]
@@ -240,28 +249,46 @@ def render_report(name: str, config: dict, results: dict, figures: dict[str, Pat
     flat_config = _flatten(config)
     summary = " \u00b7 ".join(
         f"{html.escape(k)} {_esc(flat_config[k], exact=True)}"
-        for k in ("method", "beta", "dataset", "latent_dim", "steps") if k in flat_config
+        for k in ("method", "beta", "dataset", "latent_dim", "steps")
+        if k in flat_config
     )
-    training = {k[len("train."):]: v for k, v in results.items() if k.startswith("train.")}
-    other = {k: v for k, v in results.items()  # reference.* keys repeat eval.* under the reference's names
-             if not k.startswith(("train.", "eval.", "untrained.eval.", "reference.", "untrained.reference."))}
+    training = {k[len("train.") :]: v for k, v in results.items() if k.startswith("train.")}
+    other = {
+        k: v
+        for k, v in results.items()  # reference.* keys repeat eval.* under the reference's names
+        if not k.startswith(("train.", "eval.", "untrained.eval.", "reference.", "untrained.reference."))
+    }
     sections = [
-        ("config", "Configuration", _key_value_columns(flat_config, exact=True) if flat_config
-         else '<p class="note">No config.toml.</p>'),
-        ("metrics", "Disentanglement metrics",
-         '<p class="meta">Trained: the final network; untrained: the same network at initialisation.</p>'
-         + metric_table(results)),
-        ("training", "Training summary", _key_value_table(training) if training
-         else '<p class="note">No training summary yet (results.json has no train.* keys).</p>'),
+        (
+            "config",
+            "Configuration",
+            _key_value_columns(flat_config, exact=True) if flat_config else '<p class="note">No config.toml.</p>',
+        ),
+        (
+            "metrics",
+            "Disentanglement metrics",
+            '<p class="meta">Trained: the final network; untrained: the same network at initialisation.</p>'
+            + metric_table(results),
+        ),
+        (
+            "training",
+            "Training summary",
+            _key_value_table(training)
+            if training
+            else '<p class="note">No training summary yet (results.json has no train.* keys).</p>',
+        ),
     ]
     if other:
         sections.append(("other", "Other results", _key_value_table(other)))
     for figure_name, (_, heading, caption) in FIGURES.items():
-        sections.append((figure_name, heading,
-                         _figure(figures[figure_name], heading, caption, figure_name != "training_curves")))
+        sections.append(
+            (figure_name, heading, _figure(figures[figure_name], heading, caption, figure_name != "training_curves"))
+        )
     nav = " ".join(f'<a href="#{anchor}">{html.escape(heading)}</a>' for anchor, heading, _ in sections)
-    body = "".join(f'<section id="{anchor}"><h2>{html.escape(heading)}</h2>{content}</section>'
-                   for anchor, heading, content in sections)
+    body = "".join(
+        f'<section id="{anchor}"><h2>{html.escape(heading)}</h2>{content}</section>'
+        for anchor, heading, content in sections
+    )
     title = f"untwine report \u2014 {name}"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
