@@ -22,7 +22,7 @@ from untwine.training import Trainer
 
 SETTINGS = {
     "beta_vae": {"beta": 16.0},
-    "annealed_vae": {"c_max": 25.0},
+    "annealed_vae": {"c_max": 5.0},
     "factor_vae": {"gamma": 40.0},
     "beta_tcvae": {"beta": 6.0},
     "dip_vae_i": {"lambda_od": 10.0},

@@ -26,8 +26,8 @@ from untwine.training.logging import read_jsonl
 
 
 class RunDir:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: "str | Path | RunDir"):
+        self.path = Path(path.path if isinstance(path, RunDir) else path)
         self.config_path = self.path / "config.toml"
         self.checkpoints_dir = self.path / "checkpoints"
         self.log_path = self.path / "log.jsonl"
