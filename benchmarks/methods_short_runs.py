@@ -37,12 +37,14 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(SETTINGS))
     parser.add_argument("--out", default="runs/short")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--hyper", action="append", default=[], help="override, e.g. lambda_od=50 (repeatable)")
     args = parser.parse_args()
+    overrides = {k: float(v) for k, v in (h.split("=", 1) for h in args.hyper)}
     payload = {"machine": machine(), "steps": args.steps, "learning_rate": args.lr, "runs": []}
     for method in args.methods.split(","):
-        settings = dict(SETTINGS[method])
+        settings = {**SETTINGS[method], **overrides}
         if method == "annealed_vae":
-            settings["iteration_threshold"] = args.steps
+            settings["iteration_threshold"] = int(overrides.get("iteration_threshold", args.steps))
         config = TrainConfig(
             method=method, steps=args.steps, learning_rate=args.lr, device=args.device, checkpoint_every=500, **settings
         )
@@ -56,7 +58,7 @@ def main() -> None:
         ]
         row = {"method": method, **settings, "train_s": train_s, "mig_trained": trained, "mig_untrained": untrained}
         payload["runs"].append(row)
-        save(f"methods_short_runs_{args.device}", dict(payload))
+        save(f"methods_short_runs_{args.device}_{args.out.strip('/').replace('/', '_')}", dict(payload))
         print(
             f"{method:14s} {settings}  MIG {trained:.4f} trained vs {untrained:.4f} untrained  ({train_s:.0f} s)",
             flush=True,
