@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 import untwine.data.dsprites as _dsprites
+import untwine.data.variants as _variants
 from untwine.data.base import FactorDataset
 from untwine.errors import InvalidInputError
 
@@ -52,6 +53,38 @@ register(
         description="dSprites (reference dsprites_full): official file if present, else rendered offline",
     ),
     "dsprites_full",
+)
+
+
+for _name, _variant in (("color_dsprites", _variants.ColorDSprites), ("noisy_dsprites", _variants.NoisyDSprites)):
+    register(
+        DatasetInfo(
+            name=_name,
+            factor_names=_dsprites.FACTOR_NAMES,
+            factor_sizes=_dsprites.FACTOR_SIZES,
+            observation_shape=(3, 64, 64),
+            files=(f"dsprites/{_dsprites.OFFICIAL_FILENAME}",),
+            procedural=True,
+            build=lambda data_dir=None, source="auto", cache_dir=None, _variant=_variant: _variant(
+                _dsprites.dsprites_dataset(data_dir, source, cache_dir)
+            ),
+            description=f"{_name} (reference {_name}): dSprites with a random appearance per observation",
+        )
+    )
+
+register(
+    DatasetInfo(
+        name="scream_dsprites",
+        factor_names=_dsprites.FACTOR_NAMES,
+        factor_sizes=_dsprites.FACTOR_SIZES,
+        observation_shape=(3, 64, 64),
+        files=(_variants.SCREAM_FILE, f"dsprites/{_dsprites.OFFICIAL_FILENAME}"),
+        procedural=False,
+        build=lambda data_dir=None, source="auto", cache_dir=None: _variants.ScreamDSprites(
+            _dsprites.dsprites_dataset(data_dir, source, cache_dir), _variants.load_scream(data_dir)
+        ),
+        description="scream_dsprites: dSprites over patches of the Scream painting (needs scream/scream.jpg)",
+    )
 )
 
 
