@@ -68,3 +68,14 @@ def test_a_variant_trains(tmp_path, dsprites):
     config = TrainConfig(dataset="color_dsprites", steps=2, batch_size=4, architecture="fc")
     summary = Trainer(config, tmp_path / "run", dataset=ColorDSprites(dsprites)).train()
     assert summary["train.global_step"] == 2
+
+
+def test_dsprites_noshape_draws_shape_as_a_nuisance(dsprites):
+    noshape = get_dataset("dsprites_noshape")
+    assert noshape.factor_sizes == dsprites.factor_sizes[1:] and noshape.factor_names == dsprites.factor_names[1:]
+    factors = torch.tensor([[5, 0, 16, 16]] * 64)  # largest scale, fixed pose: only the shape may vary
+    images = noshape.observations(factors, torch.Generator().manual_seed(0))
+    areas = images.sum(dim=(1, 2, 3)).unique()
+    assert len(areas) == 3  # the three shapes, drawn per observation
+    shapes = [dsprites.observations(torch.tensor([[s, 5, 0, 16, 16]])).sum().item() for s in range(3)]
+    assert sorted(areas.tolist()) == sorted(shapes)

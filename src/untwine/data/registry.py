@@ -10,6 +10,7 @@ from typing import Callable
 import untwine.data.dsprites as _dsprites
 import untwine.data.variants as _variants
 from untwine.data.base import FactorDataset
+from untwine.data.stored import StoredDataset
 from untwine.errors import InvalidInputError
 
 
@@ -71,6 +72,34 @@ for _name, _variant in (("color_dsprites", _variants.ColorDSprites), ("noisy_dsp
             description=f"{_name} (reference {_name}): dSprites with a random appearance per observation",
         )
     )
+
+
+def _dsprites_noshape(data_dir=None, source="auto", cache_dir=None) -> StoredDataset:
+    """dSprites with shape as a nuisance factor (reference dsprites_noshape, DSprites([2, 3, 4, 5]))."""
+    base = _dsprites.dsprites_dataset(data_dir, source, cache_dir)
+    return StoredDataset(
+        "dsprites_noshape",
+        base.storage,
+        base.grid_sizes,
+        base.grid_names,
+        base.observation_shape,
+        base.packed,
+        latent_indices=(1, 2, 3, 4),
+    )
+
+
+register(
+    DatasetInfo(
+        name="dsprites_noshape",
+        factor_names=_dsprites.FACTOR_NAMES[1:],
+        factor_sizes=_dsprites.FACTOR_SIZES[1:],
+        observation_shape=(1, 64, 64),
+        files=(f"dsprites/{_dsprites.OFFICIAL_FILENAME}",),
+        procedural=True,
+        build=_dsprites_noshape,
+        description="dsprites_noshape: dSprites with shape drawn at random per observation (a nuisance factor)",
+    )
+)
 
 register(
     DatasetInfo(
