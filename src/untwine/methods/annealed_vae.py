@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from untwine.errors import InvalidInputError
-from untwine.methods.beta_vae import bernoulli_reconstruction, gaussian_kl
+from untwine.methods.beta_vae import bernoulli_reconstruction, gaussian_kl, logged_terms
 
 
 def capacity(c_max, iteration_threshold, step, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -48,11 +48,4 @@ def annealed_vae_loss(
     kl = gaussian_kl(mean, logvar).mean()
     c = capacity(c_max, iteration_threshold, step, like=kl)
     regularizer = gamma * (kl - c).abs()
-    return {
-        "loss": reconstruction + regularizer,
-        "reconstruction_loss": reconstruction,
-        "kl_loss": kl,
-        "regularizer": regularizer,
-        "elbo": -(reconstruction + kl),
-        "capacity": c,
-    }
+    return logged_terms(reconstruction, kl, regularizer, capacity=c)

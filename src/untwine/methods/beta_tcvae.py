@@ -29,7 +29,7 @@ import math
 import torch
 
 from untwine.errors import InvalidInputError
-from untwine.methods.beta_vae import bernoulli_reconstruction, gaussian_kl
+from untwine.methods.beta_vae import bernoulli_reconstruction, gaussian_kl, logged_terms
 
 SAMPLING = ("mws", "mss")
 
@@ -115,11 +115,4 @@ def beta_tcvae_loss(
     reconstruction = bernoulli_reconstruction(logits, targets).mean()
     kl = gaussian_kl(mean, logvar).mean()
     regularizer = kl + (beta - 1.0) * tc
-    return {
-        "loss": reconstruction + regularizer,
-        "reconstruction_loss": reconstruction,
-        "kl_loss": kl,
-        "regularizer": regularizer,
-        "elbo": -(reconstruction + kl),
-        "total_correlation": tc,
-    }
+    return logged_terms(reconstruction, kl, regularizer, total_correlation=tc)

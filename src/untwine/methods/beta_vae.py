@@ -23,17 +23,23 @@ def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mean.square() + logvar.exp() - logvar - 1.0).sum(1)
 
 
-def beta_vae_loss(
-    logits: torch.Tensor, targets: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, beta: float = 1.0
-) -> dict[str, torch.Tensor]:
-    """The reference's logged terms: loss, reconstruction_loss, kl_loss, regularizer, elbo (= -(recon + KL))."""
-    reconstruction = bernoulli_reconstruction(logits, targets).mean()
-    kl = gaussian_kl(mean, logvar).mean()
-    regularizer = beta * kl
+def logged_terms(reconstruction: torch.Tensor, kl: torch.Tensor, regularizer: torch.Tensor, **extra) -> dict:
+    """The reference's logged terms from the batch-mean reconstruction, KL and the method's regularizer:
+    loss = recon + regularizer, elbo = -(recon + KL), plus any method-specific `extra` terms."""
     return {
         "loss": reconstruction + regularizer,
         "reconstruction_loss": reconstruction,
         "kl_loss": kl,
         "regularizer": regularizer,
         "elbo": -(reconstruction + kl),
+        **extra,
     }
+
+
+def beta_vae_loss(
+    logits: torch.Tensor, targets: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, beta: float = 1.0
+) -> dict[str, torch.Tensor]:
+    """The reference's logged terms: loss, reconstruction_loss, kl_loss, regularizer, elbo (= -(recon + KL))."""
+    reconstruction = bernoulli_reconstruction(logits, targets).mean()
+    kl = gaussian_kl(mean, logvar).mean()
+    return logged_terms(reconstruction, kl, beta * kl)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from untwine.errors import InvalidInputError
-from untwine.methods.beta_vae import bernoulli_reconstruction, gaussian_kl
+from untwine.methods.beta_vae import bernoulli_reconstruction, gaussian_kl, logged_terms
 
 DIP_TYPES = ("i", "ii")
 LAMBDA_D_FACTOR = {"i": 10.0, "ii": 1.0}
@@ -69,11 +69,4 @@ def dip_vae_loss(
     kl = gaussian_kl(mean, logvar).mean()
     penalty = dip_regularizer(dip_covariance(mean, logvar, dip_type), lambda_od, lambda_d_factor * lambda_od)
     regularizer = kl + penalty
-    return {
-        "loss": reconstruction + regularizer,
-        "reconstruction_loss": reconstruction,
-        "kl_loss": kl,
-        "regularizer": regularizer,
-        "elbo": -(reconstruction + kl),
-        "dip_regularizer": penalty,
-    }
+    return logged_terms(reconstruction, kl, regularizer, dip_regularizer=penalty)
