@@ -27,3 +27,105 @@ def balanced_grid(*sizes, repeat=4) -> np.ndarray:
     """Every factor combination `repeat` times: the factors are exactly independent in the sample."""
     grid = np.array(list(itertools.product(*[range(s) for s in sizes])))
     return np.repeat(grid, repeat, axis=0)
+
+
+# --- small files in exactly the official formats (written here independently of untwine's readers) ---
+
+NORB_MAGIC = {np.dtype(np.uint8): 0x1E3D4C55, np.dtype(np.int32): 0x1E3D4C54}
+
+
+def write_norb_matrix(path, array: np.ndarray) -> None:
+    """NORB binary matrix: int32 magic, int32 ndim, max(3, ndim) int32 dims (padded with 1), raw data."""
+    import struct
+
+    dims = list(array.shape) + [1] * max(0, 3 - array.ndim)
+    header = struct.pack(f"<ii{len(dims)}i", NORB_MAGIC[array.dtype], array.ndim, *dims)
+    path.write_bytes(header + np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes())
+
+
+def norb_code(category, instance, elevation, azimuth, lighting, sizes) -> int:
+    """The grey value of a tiny SmallNORB's first-camera image: 5 x its row-major grid index (azimuth halved)."""
+    index = np.ravel_multi_index((category, instance, elevation, azimuth, lighting), sizes)
+    return int(5 * index)
+
+
+def write_small_norb(root, sizes=(2, 2, 2, 3, 2), seed=0) -> tuple[int, ...]:
+    """SmallNORB's six files for a small grid [category, instance, elevation, azimuth, lighting].
+
+    Instance 0 goes to the testing split, the others to training (as the official 5x01235 / 5x46789 split), rows
+    are shuffled within each file, raw azimuths are even (0, 2, ...), the first camera's 96 x 96 image is the
+    constant `norb_code` and the second camera's is its complement.
+    """
+    from untwine.data.smallnorb import SPLITS
+
+    rng = np.random.default_rng(seed)
+    folder = root / "small_norb"
+    folder.mkdir(parents=True, exist_ok=True)
+    grid = np.array(list(itertools.product(*[range(s) for s in sizes])))
+    for split, rows in zip(SPLITS, (grid[grid[:, 1] != 0], grid[grid[:, 1] == 0])):
+        rows = rows[rng.permutation(len(rows))]
+        codes = np.array([norb_code(*r, sizes) for r in rows], dtype=np.uint8)
+        dat = np.empty((len(rows), 2, 96, 96), dtype=np.uint8)
+        dat[:, 0] = codes[:, None, None]
+        dat[:, 1] = 255 - codes[:, None, None]
+        info = np.column_stack([rows[:, 1], rows[:, 2], 2 * rows[:, 3], rows[:, 4]]).astype(np.int32)
+        write_norb_matrix(folder / f"{split}-dat.mat", dat)
+        write_norb_matrix(folder / f"{split}-cat.mat", rows[:, 0].astype(np.int32))
+        write_norb_matrix(folder / f"{split}-info.mat", info)
+    return tuple(sizes)
+
+
+def car_colour(elevation, azimuth, obj) -> tuple[int, int, int]:
+    """The constant RGB of a tiny Cars3D image."""
+    return 10 * azimuth, 60 * elevation + 5, 80 * obj + 7
+
+
+def write_cars(root, names=("car_b.mat", "car_a.mat", "car_c.mat")) -> list[str]:
+    """Cars3D .mat files: `im` uint8 [128, 128, 3, 24 azimuths, 4 elevations], constant `car_colour` images.
+
+    The object index is the position in the sorted names, so the colours are assigned in sorted order.
+    """
+    from scipy.io import savemat
+
+    folder = root / "cars"
+    folder.mkdir(parents=True, exist_ok=True)
+    for obj, name in enumerate(sorted(names)):
+        im = np.empty((128, 128, 3, 24, 4), dtype=np.uint8)
+        for azimuth in range(24):
+            for elevation in range(4):
+                im[:, :, :, azimuth, elevation] = car_colour(elevation, azimuth, obj)
+        savemat(folder / name, {"im": im})
+    return sorted(names)
+
+
+def grid_images(sizes, shape=(64, 64, 3)) -> np.ndarray:
+    """uint8 images whose constant value encodes the row-major grid index: R = index % 256, G = index // 256."""
+    index = np.arange(int(np.prod(sizes)))
+    images = np.zeros((len(index), *shape), dtype=np.uint8)
+    images[..., 0] = (index % 256)[:, None, None]
+    images[..., 1] = (index // 256)[:, None, None]
+    return images
+
+
+def grid_index_of(observations: torch.Tensor) -> np.ndarray:
+    """Decode `grid_images`' index from float observations [n, 3, H, W]."""
+    pixels = np.rint(observations[:, :, 0, 0].numpy() * 255).astype(int)
+    return pixels[:, 0] + 256 * pixels[:, 1]
+
+
+def write_shapes3d_h5(path, sizes=(2, 2, 3, 2, 2, 2), order=None, compressed=True) -> None:
+    """DeepMind's 3dshapes.h5 layout: `images` uint8 [N, 64, 64, 3], `labels` float64 [N, 6] (physical values);
+    gzip-chunked images (as the public file) or, with compressed=False, contiguous ones."""
+    import h5py
+
+    grid = np.array(list(itertools.product(*[range(s) for s in sizes])))
+    labels = grid / np.maximum(np.array(sizes) - 1, 1) * 0.9 + 0.05  # floats, as the official hue/scale/angle
+    images = grid_images(sizes)
+    if order is not None:
+        labels, images = labels[order], images[order]
+    with h5py.File(path, "w") as f:
+        if compressed:
+            f.create_dataset("images", data=images, compression="gzip", chunks=(1, 64, 64, 3))
+        else:
+            f.create_dataset("images", data=images)
+        f.create_dataset("labels", data=labels)

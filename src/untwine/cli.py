@@ -333,19 +333,18 @@ def demo(
 def datasets_list(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="UNTWINE_DATA", help="where data files live"),
 ) -> None:
-    """Every data set: its factors and sizes, and whether its files were found."""
-    from untwine.data.registry import dataset_info, dataset_names, files_found
+    """Every data set: its factors and sizes, where its files go, and whether they were found."""
+    from untwine.data.registry import availability, dataset_info, dataset_names
 
     table = Table(title="data sets" + (f" (data dir: {data_dir})" if data_dir else " (no --data-dir / UNTWINE_DATA)"))
-    for column in ("name", "factors (sizes)", "observation", "files", "available"):
+    for column in ("name", "factors (sizes)", "observation", "files (under the data dir)", "available"):
         table.add_column(column, overflow="fold")
     for name in dataset_names():
         info = dataset_info(name)
-        found = files_found(name, data_dir)
-        files = "\n".join(f"{'found' if ok else 'missing'}: {path}" for path, ok in found.items())
-        available = "yes (file)" if any(found.values()) else ("yes (procedural)" if info.procedural else "no")
+        usable, how = availability(name, data_dir)
         factors = ", ".join(f"{n} ({s})" for n, s in zip(info.factor_names, info.factor_sizes))
-        table.add_row(name, factors, "x".join(map(str, info.observation_shape)), files, available)
+        status = f"yes: {how}" if usable else f"no: {how}"
+        table.add_row(name, factors, "x".join(map(str, info.observation_shape)), "\n".join(info.files), status)
     console.print(table)
 
 

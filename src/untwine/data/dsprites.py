@@ -16,13 +16,12 @@ posX moves the sprite along image columns, posY along rows.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from untwine.data.files import atomic_save_npy, default_cache_dir
 from untwine.data.stored import StoredDataset
 from untwine.errors import DataNotFoundError, InvalidInputError
 
@@ -86,25 +85,6 @@ def render_dsprites_packed() -> np.ndarray:
     return packed.reshape(-1, packed.shape[-1])
 
 
-def default_cache_dir() -> Path:
-    """Where rendered data sets are cached: $UNTWINE_CACHE, else ~/.cache/untwine."""
-    return Path(os.environ.get("UNTWINE_CACHE") or Path.home() / ".cache" / "untwine")
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def render_dsprites(cache_dir: str | Path | None = None, use_cache: bool = True) -> StoredDataset:
     """Procedural dSprites; rendered once (~seconds) and cached as a bit-packed .npy (377 MB)."""
     path = Path(cache_dir or default_cache_dir()) / f"dsprites_procedural_v{RENDER_VERSION}.npy"
@@ -119,7 +99,7 @@ def render_dsprites(cache_dir: str | Path | None = None, use_cache: bool = True)
     if packed is None:
         packed = render_dsprites_packed()
         if use_cache:
-            _atomic_save_npy(path, packed)
+            atomic_save_npy(path, packed)
     return _dataset(torch.from_numpy(packed), FACTOR_SIZES)
 
 

@@ -1,4 +1,8 @@
-"""Data set names -> constructors. `untwine datasets list` shows them and where each expects its files."""
+"""Data set names -> constructors. `untwine datasets list` shows them and whether each one's files were found.
+
+Procedural data sets (dSprites and its variants) read the official file when it is present and render
+otherwise; the others are read from the official files (data/files.py says where each is expected).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import untwine.data.cars3d as _cars3d
 import untwine.data.dsprites as _dsprites
+import untwine.data.mpi3d as _mpi3d
+import untwine.data.shapes3d as _shapes3d
+import untwine.data.smallnorb as _smallnorb
 import untwine.data.variants as _variants
 from untwine.data.base import FactorDataset
+from untwine.data.files import require
 from untwine.data.stored import StoredDataset
-from untwine.errors import InvalidInputError
+from untwine.errors import DataNotFoundError, InvalidInputError
 
 
 def default_data_dir() -> Path | None:
@@ -26,18 +35,36 @@ class DatasetInfo:
     factor_names: tuple[str, ...]
     factor_sizes: tuple[int, ...]
     observation_shape: tuple[int, int, int]
-    files: tuple[str, ...]  # paths relative to the data directory
+    files: tuple[str, ...]  # where its files go, relative to the data directory (for display)
     procedural: bool  # available without any file
     build: Callable[..., FactorDataset]
     description: str
+    locate: Callable[[Path | None], object]  # raises DataNotFoundError, naming what is missing, without its files
 
 
 REGISTRY: dict[str, DatasetInfo] = {}
+DSPRITES_FILE = f"dsprites/{_dsprites.OFFICIAL_FILENAME}"
 
 
 def register(info: DatasetInfo, *aliases: str) -> None:
     for key in (info.name, *aliases):
         REGISTRY[key] = info
+
+
+def _dsprites_file(data_dir: Path | None) -> Path:
+    root = data_dir if data_dir is not None else Path("<data-dir>")
+    return require(root / DSPRITES_FILE, "dsprites", f"{_dsprites.OFFICIAL_FILENAME} in {root / 'dsprites'}/")
+
+
+def _from_files(loader: Callable[..., FactorDataset]) -> Callable[..., FactorDataset]:
+    """A constructor for a data set read only from files (`source` may be "auto" or "file")."""
+
+    def build(data_dir=None, source="auto", cache_dir=None) -> FactorDataset:
+        if source not in ("auto", "file"):
+            raise InvalidInputError(f"source {source!r}: this data set is read from files (no procedural renderer)")
+        return loader(data_dir, cache_dir)
+
+    return build
 
 
 register(
@@ -46,12 +73,13 @@ register(
         factor_names=_dsprites.FACTOR_NAMES,
         factor_sizes=_dsprites.FACTOR_SIZES,
         observation_shape=(1, 64, 64),
-        files=(f"dsprites/{_dsprites.OFFICIAL_FILENAME}",),
+        files=(DSPRITES_FILE,),
         procedural=True,
         build=lambda data_dir=None, source="auto", cache_dir=None: _dsprites.dsprites_dataset(
             data_dir, source, cache_dir
         ),
         description="dSprites (reference dsprites_full): official file if present, else rendered offline",
+        locate=_dsprites_file,
     ),
     "dsprites_full",
 )
@@ -64,12 +92,13 @@ for _name, _variant in (("color_dsprites", _variants.ColorDSprites), ("noisy_dsp
             factor_names=_dsprites.FACTOR_NAMES,
             factor_sizes=_dsprites.FACTOR_SIZES,
             observation_shape=(3, 64, 64),
-            files=(f"dsprites/{_dsprites.OFFICIAL_FILENAME}",),
+            files=(DSPRITES_FILE,),
             procedural=True,
             build=lambda data_dir=None, source="auto", cache_dir=None, _variant=_variant: _variant(
                 _dsprites.dsprites_dataset(data_dir, source, cache_dir)
             ),
             description=f"{_name} (reference {_name}): dSprites with a random appearance per observation",
+            locate=_dsprites_file,
         )
     )
 
@@ -94,10 +123,11 @@ register(
         factor_names=_dsprites.FACTOR_NAMES[1:],
         factor_sizes=_dsprites.FACTOR_SIZES[1:],
         observation_shape=(1, 64, 64),
-        files=(f"dsprites/{_dsprites.OFFICIAL_FILENAME}",),
+        files=(DSPRITES_FILE,),
         procedural=True,
         build=_dsprites_noshape,
         description="dsprites_noshape: dSprites with shape drawn at random per observation (a nuisance factor)",
+        locate=_dsprites_file,
     )
 )
 
@@ -107,14 +137,73 @@ register(
         factor_names=_dsprites.FACTOR_NAMES,
         factor_sizes=_dsprites.FACTOR_SIZES,
         observation_shape=(3, 64, 64),
-        files=(_variants.SCREAM_FILE, f"dsprites/{_dsprites.OFFICIAL_FILENAME}"),
+        files=(_variants.SCREAM_FILE, DSPRITES_FILE),
         procedural=False,
         build=lambda data_dir=None, source="auto", cache_dir=None: _variants.ScreamDSprites(
             _dsprites.dsprites_dataset(data_dir, source, cache_dir), _variants.load_scream(data_dir)
         ),
-        description="scream_dsprites: dSprites over patches of the Scream painting (needs scream/scream.jpg)",
+        description="scream_dsprites: dSprites over patches of the Scream painting (dSprites rendered if absent)",
+        locate=_variants.scream_path,
     )
 )
+
+register(
+    DatasetInfo(
+        name="smallnorb",
+        factor_names=_smallnorb.FACTOR_NAMES,
+        factor_sizes=_smallnorb.FACTOR_SIZES,
+        observation_shape=(1, 64, 64),
+        files=tuple(f"{_smallnorb.DIRECTORY}/{s}-{p}.mat" for s in _smallnorb.SPLITS for p in _smallnorb.PARTS),
+        procedural=False,
+        build=_from_files(_smallnorb.load_smallnorb),
+        description="SmallNORB: both splits, first camera, instance as a nuisance factor, resized to 64 x 64",
+        locate=_smallnorb.split_paths,
+    )
+)
+
+register(
+    DatasetInfo(
+        name="cars3d",
+        factor_names=_cars3d.FACTOR_NAMES,
+        factor_sizes=_cars3d.FACTOR_SIZES,
+        observation_shape=(3, 64, 64),
+        files=(f"{_cars3d.DIRECTORY}/*.mat (183 files)",),
+        procedural=False,
+        build=_from_files(_cars3d.load_cars3d),
+        description="Cars3D: Reed et al.'s 183 car models, objects ordered by sorted file name",
+        locate=_cars3d.mat_files,
+    )
+)
+
+register(
+    DatasetInfo(
+        name="shapes3d",
+        factor_names=_shapes3d.FACTOR_NAMES,
+        factor_sizes=_shapes3d.FACTOR_SIZES,
+        observation_shape=(3, 64, 64),
+        files=(f"{_shapes3d.DIRECTORY}/{_shapes3d.H5_FILENAME} (or the reference's npz)",),
+        procedural=False,
+        build=_from_files(lambda data_dir, cache_dir: _shapes3d.load_shapes3d(data_dir)),
+        description="Shapes3D: DeepMind's 3dshapes.h5 (or the reference's npz layout)",
+        locate=_shapes3d.locate,
+    ),
+    "3dshapes",
+)
+
+for _variant_name in _mpi3d.VARIANTS:
+    register(
+        DatasetInfo(
+            name=f"mpi3d_{_variant_name}",
+            factor_names=_mpi3d.FACTOR_NAMES,
+            factor_sizes=_mpi3d.REFERENCE_SIZES[_variant_name],
+            observation_shape=(3, 64, 64),
+            files=(_mpi3d.relative_path(_variant_name),),
+            procedural=False,
+            build=_from_files(lambda data_dir, cache_dir, _v=_variant_name: _mpi3d.load_mpi3d(_v, data_dir)),
+            description=f"MPI3D-{_variant_name} (Gondal et al. 2019); the grid follows the file's image count",
+            locate=lambda data_dir, _v=_variant_name: _mpi3d.locate(_v, data_dir),
+        )
+    )
 
 
 def dataset_names() -> list[str]:
@@ -133,11 +222,17 @@ def dataset_info(name: str) -> DatasetInfo:
         raise InvalidInputError(f"unknown data set {name!r}; known: {', '.join(dataset_names())}") from None
 
 
-def files_found(name: str, data_dir: str | Path | None = None) -> dict[str, bool]:
-    """For each file a data set reads: whether it is present under `data_dir` (or $UNTWINE_DATA)."""
-    root = Path(data_dir) if data_dir is not None else default_data_dir()
+def availability(name: str, data_dir: str | Path | None = None) -> tuple[bool, str]:
+    """(usable, how): whether the data set can be built with the files under `data_dir` (or $UNTWINE_DATA)."""
     info = dataset_info(name)
-    return {str((root or Path(".")) / f): root is not None and (root / f).exists() for f in info.files}
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    try:
+        info.locate(root)
+        return True, "files found"
+    except DataNotFoundError as exc:
+        if info.procedural:
+            return True, "rendered offline (official file not found)"
+        return False, str(exc)
 
 
 def get_dataset(name: str, data_dir: str | Path | None = None, **options) -> FactorDataset:

@@ -28,8 +28,10 @@ class StoredDataset(FactorDataset):
     """Observations stored for every point of a factor grid.
 
     Args:
-        storage: uint8 tensor, either [N, C, H, W] (values 0..255, divided by 255) or, with `packed=True`,
-            [N, ceil(C*H*W/8)] bit-packed binary images (values 0/1).
+        storage: uint8 tensor, either [N, C, H, W] (values 0..255, divided by 255), [N, H, W, C] with
+            `channels_last=True` (the official files' layout, kept so that they can stay memory-mapped; batches
+            come out as channels_last-strided [n, C, H, W] tensors, what the conv models run fastest on), or,
+            with `packed=True`, [N, ceil(C*H*W/8)] bit-packed binary images (values 0/1).
         grid_sizes: sizes of all grid dimensions in storage order (row-major), nuisance ones included.
         grid_names: names of the grid dimensions.
         observation_shape: (C, H, W).
@@ -46,6 +48,7 @@ class StoredDataset(FactorDataset):
         observation_shape: Sequence[int],
         packed: bool = False,
         latent_indices: Sequence[int] | None = None,
+        channels_last: bool = False,
     ):
         grid_sizes = tuple(int(s) for s in grid_sizes)
         observation_shape = tuple(int(s) for s in observation_shape)
@@ -60,12 +63,14 @@ class StoredDataset(FactorDataset):
                 f"has {num}"
             )
         pixels = observation_shape[0] * observation_shape[1] * observation_shape[2]
-        expected = (num, (pixels + 7) // 8) if packed else (num, *observation_shape)
+        c, h, w = observation_shape
+        expected = (num, (pixels + 7) // 8) if packed else (num, h, w, c) if channels_last else (num, c, h, w)
         if tuple(storage.shape) != expected:
             raise InvalidInputError(f"{name}: storage has shape {list(storage.shape)}, expected {list(expected)}")
         self.name = name
         self.storage = storage
         self.packed = packed
+        self.channels_last = channels_last
         self.grid_sizes = grid_sizes
         self.grid_names = tuple(grid_names)
         self.latent_indices = tuple(range(len(grid_sizes)) if latent_indices is None else latent_indices)
@@ -99,6 +104,8 @@ class StoredDataset(FactorDataset):
         if self.packed:
             c, h, w = self.observation_shape
             return unpack_bits(rows, c * h * w).view(-1, c, h, w).float()
+        if self.channels_last:
+            rows = rows.permute(0, 3, 1, 2)
         return rows.float().div_(255.0)
 
     def _observations(self, factors: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

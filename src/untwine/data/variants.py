@@ -76,14 +76,20 @@ class NoisyDSprites(DSpritesVariant):
         return torch.clamp(sprites.expand(-1, 3, -1, -1) + noise, max=1.0)
 
 
-def load_scream(data_dir: str | Path | None) -> torch.Tensor:
-    """The painting as float [3, H, W] in [0, 1], fitted within 350 x 274; a clear error if the file is missing."""
+def scream_path(data_dir: str | Path | None) -> Path:
+    """`<data-dir>/scream/scream.jpg`, or a DataNotFoundError saying where to put the painting."""
     path = Path(data_dir) / SCREAM_FILE if data_dir is not None else None
-    if path is None or not path.exists():
+    if path is None or not path.is_file():
         where = path if path is not None else f"<data-dir>/{SCREAM_FILE}"
         raise DataNotFoundError(
             f"scream_dsprites needs the painting: put The_Scream.jpg at {where} (set --data-dir or UNTWINE_DATA)"
         )
+    return path
+
+
+def load_scream(data_dir: str | Path | None) -> torch.Tensor:
+    """The painting as float [3, H, W] in [0, 1], fitted within 350 x 274; a clear error if the file is missing."""
+    path = scream_path(data_dir)
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")

@@ -1,0 +1,82 @@
+"""Cars3D (Reed et al. 2015) with the reference's factor conventions (spec §4.1, cars3d).
+
+Files: `<data-dir>/cars/*.mat`, the 183 files of `nips2015-analogy-data.tar.gz` (its `data/cars` folder). Each
+holds `im`, uint8 [128, 128, 3, 24 azimuths, 4 elevations]; its 96 images are resized to 64 x 64 with Lanczos
+(the reference's `thumbnail((64, 64), ANTIALIAS)`, identical for square images) and divided by 255.
+
+Factors (K = 3): elevation 4, azimuth 24, object 183; 17,568 observations of 3 x 64 x 64.
+
+Deliberate difference: the object index is the file's position in the *sorted* file names. The reference takes
+the order of an unsorted directory listing, which depends on the file system, so its object labels cannot be
+reproduced in general; any fixed order gives the same metrics up to a relabelling of the object factor.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from untwine.data.files import cached_images, data_root, resize_lanczos
+from untwine.data.stored import StoredDataset
+from untwine.errors import DataNotFoundError, InvalidInputError
+
+DIRECTORY = "cars"
+FACTOR_NAMES = ("elevation", "azimuth", "object")
+FACTOR_SIZES = (4, 24, 183)
+PREPROCESS_VERSION = 1
+
+
+def mat_files(data_dir: str | Path | None) -> list[Path]:
+    """The .mat files (any name containing ".mat", as the reference), sorted by name."""
+    root = data_root(data_dir, "cars3d") / DIRECTORY
+    files = sorted(p for p in root.glob("*") if ".mat" in p.name and p.is_file()) if root.is_dir() else []
+    if not files:
+        raise DataNotFoundError(
+            f"cars3d: no .mat files in {root}; put the 183 files of Reed et al.'s nips2015-analogy-data.tar.gz "
+            f"(data/cars/*.mat) in {root}/"
+        )
+    return files
+
+
+def read_mesh(path: Path) -> np.ndarray:
+    """One car's 96 images, uint8 [24 azimuths, 4 elevations, H, W, 3] (the reference's einsum abcde->deabc)."""
+    from scipy.io import loadmat
+
+    try:
+        im = loadmat(str(path))["im"]
+    except KeyError:
+        raise InvalidInputError(f"{path} has no variable 'im'") from None
+    except Exception as exc:  # scipy raises several types for truncated or foreign files
+        raise InvalidInputError(f"{path} is not a readable .mat file ({type(exc).__name__}: {exc})") from exc
+    if im.ndim != 5 or im.shape[0] != im.shape[1] or im.shape[2:] != (3, 24, 4):
+        raise InvalidInputError(f"{path}: im has shape {list(im.shape)}, expected [128, 128, 3, 24, 4]")
+    if im.dtype != np.uint8:
+        if im.min() < 0 or im.max() > 255:
+            raise InvalidInputError(f"{path}: im values outside 0..255")
+        im = im.astype(np.uint8)
+    return np.einsum("abcde->deabc", im)
+
+
+def load_cars3d(
+    data_dir: str | Path | None = None, cache_dir: str | Path | None = None, use_cache: bool = True
+) -> StoredDataset:
+    """Cars3D from the official .mat files: elevation x azimuth x object (sorted file names), 3 x 64 x 64."""
+    files = mat_files(data_dir)
+    if len(files) != FACTOR_SIZES[2]:
+        warnings.warn(f"cars3d: {len(files)} .mat files found, the official data set has 183", stacklevel=2)
+    n_elev, n_azim = FACTOR_SIZES[:2]
+
+    def build() -> np.ndarray:
+        grid = np.empty((n_elev, n_azim, len(files), 64, 64, 3), dtype=np.uint8)
+        for obj, path in enumerate(files):
+            mesh = read_mesh(path)
+            resized = resize_lanczos(mesh.reshape(-1, *mesh.shape[2:])).reshape(n_azim, n_elev, 64, 64, 3)
+            grid[:, :, obj] = resized.transpose(1, 0, 2, 3, 4)
+        return grid.reshape(-1, 64, 64, 3)
+
+    storage = cached_images("cars3d", files, PREPROCESS_VERSION, build, cache_dir, use_cache)
+    sizes = (n_elev, n_azim, len(files))
+    return StoredDataset("cars3d", torch.from_numpy(storage), sizes, FACTOR_NAMES, (3, 64, 64), channels_last=True)

@@ -1,0 +1,135 @@
+"""Reading the official data files: clear errors, memory-mapped arrays, and a cache of preprocessed images.
+
+- `require(path, what, where)`: the file, or a DataNotFoundError saying where to put it.
+- `npz_array(path, key)`: one array of an .npz, memory-mapped when the member is stored uncompressed
+  (`np.savez`), read into memory when compressed (`np.savez_compressed`).
+- `cached_images(...)`: images preprocessed once (resized with Lanczos, as the reference) and kept as an .npy
+  in the cache directory, keyed by the source files' names, sizes and modification times; later runs
+  memory-map it instead of resizing again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from untwine.errors import DataNotFoundError, InvalidInputError
+
+
+def default_cache_dir() -> Path:
+    """Where rendered and preprocessed data sets are cached: $UNTWINE_CACHE, else ~/.cache/untwine."""
+    return Path(os.environ.get("UNTWINE_CACHE") or Path.home() / ".cache" / "untwine")
+
+
+def data_root(data_dir: str | Path | None, dataset: str) -> Path:
+    """The data directory, or an error saying how to give one."""
+    if data_dir is None:
+        raise DataNotFoundError(f"{dataset} is read from files: set --data-dir or UNTWINE_DATA to their directory")
+    return Path(data_dir)
+
+
+def require(path: Path, dataset: str, where: str) -> Path:
+    """`path` if it is a file, else a DataNotFoundError naming the expected place (`where`)."""
+    if not path.is_file():
+        raise DataNotFoundError(f"{dataset}: {path} not found; put {where}")
+    return path
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """np.save to a temporary file, then rename: a killed process never leaves a half-written cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _npy_header(f) -> tuple[tuple[int, ...], np.dtype, bool]:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    return shape, dtype, fortran
+
+
+def npz_array(path: Path, key: str) -> np.ndarray:
+    """Array `key` of the .npz at `path`; memory-mapped (copy-on-write) if stored uncompressed."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(f"{key}.npy")
+            if info.compress_type == zipfile.ZIP_STORED:
+                with archive.open(info) as member:
+                    shape, dtype, fortran = _npy_header(member)
+                    header_size = member.tell()
+                with open(path, "rb") as raw:  # the member's data start: local header + name + extra field
+                    raw.seek(info.header_offset + 26)
+                    name_len, extra_len = np.frombuffer(raw.read(4), dtype="<u2")
+                offset = info.header_offset + 30 + int(name_len) + int(extra_len) + header_size
+                if dtype.hasobject:
+                    raise InvalidInputError(f"{path}: {key} holds Python objects, not an image array")
+                expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                if expected > path.stat().st_size:
+                    raise InvalidInputError(f"{path} is truncated: {key} needs {expected} bytes")
+                return np.memmap(path, dtype, "c", offset, shape, order="F" if fortran else "C")
+        with np.load(path) as npz:
+            return npz[key]
+    except KeyError:
+        raise InvalidInputError(f"{path} has no array {key!r}") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        if isinstance(exc, InvalidInputError):
+            raise
+        raise InvalidInputError(f"{path} is not a readable .npz ({type(exc).__name__}: {exc})") from exc
+
+
+def files_key(paths: Sequence[Path], version: int) -> str:
+    """A short hash of the files' names, sizes and modification times, and the preprocessing version."""
+    digest = hashlib.sha256(str(version).encode())
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_images(
+    name: str,
+    sources: Sequence[Path],
+    version: int,
+    build: Callable[[], np.ndarray],
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+) -> np.ndarray:
+    """`build()`'s uint8 array, saved once per set of source files and memory-mapped on later calls."""
+    path = Path(cache_dir or default_cache_dir()) / f"{name}_{files_key(sources, version)}.npy"
+    if use_cache and path.exists():
+        try:
+            return np.load(path, mmap_mode="c")
+        except (OSError, ValueError):
+            pass  # a corrupt cache is rebuilt
+    array = build()
+    if use_cache:
+        atomic_save_npy(path, array)
+    return array
+
+
+def resize_lanczos(images: np.ndarray, size: int = 64) -> np.ndarray:
+    """uint8 images [n, H, W] or [n, H, W, 3] resized to size x size with PIL's Lanczos filter (the reference's
+    ANTIALIAS; for square images `thumbnail` does the same)."""
+    from PIL import Image
+
+    out = np.empty((images.shape[0], size, size, *images.shape[3:]), dtype=np.uint8)
+    for i, image in enumerate(images):
+        out[i] = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.LANCZOS))
+    return out
