@@ -296,6 +296,9 @@ def test_cli_list_show_and_train(data_dir, tmp_path, capsys):
     run = tmp_path / "run"
     argv = ["train", "--dataset", "cars3d", "--data-dir", str(data_dir), "--steps", "2", "--out", str(run)]
     assert main([*argv, "--batch-size", "4"]) == 0
+    cache = tmp_path / "cache"
+    assert main(["datasets", "render", "smallnorb", "--data-dir", str(data_dir), "--cache-dir", str(cache)]) == 0
+    assert len(list(cache.glob("smallnorb_*.npy"))) == 1  # preprocessed once, memory-mapped afterwards
     assert main(["datasets", "show", "nope"]) == 2
 
 

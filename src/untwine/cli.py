@@ -372,20 +372,20 @@ def datasets_show(
 
 @datasets_app.command("render")
 def datasets_render(
-    name: str = typer.Argument("dsprites", help="data set to render (procedural ones only)"),
+    name: str = typer.Argument("dsprites", help="data set to render or preprocess"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="UNTWINE_DATA", help="where data files live"),
     cache_dir: Optional[Path] = typer.Option(None, help="cache directory (default $UNTWINE_CACHE or ~/.cache/untwine)"),
 ) -> None:
-    """Render a procedural data set into the cache (done automatically on first use)."""
+    """Render a procedural data set, or preprocess one read from files, into the cache (also done on first use)."""
     import time
 
     from untwine.data.registry import dataset_info
 
     info = dataset_info(name)
-    if not info.procedural:
-        raise UntwineError(f"{name} has no procedural renderer; it is read from files")
     start = time.perf_counter()
-    dataset = info.build(data_dir=None, source="procedural", cache_dir=cache_dir)
-    console.print(f"{name}: {len(dataset)} observations ready in {time.perf_counter() - start:.1f} s")
+    source = "procedural" if info.procedural else "auto"
+    dataset = info.build(data_dir=None if info.procedural else data_dir, source=source, cache_dir=cache_dir)
+    console.print(f"{name}: {len(dataset)} factor combinations ready in {time.perf_counter() - start:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> int:

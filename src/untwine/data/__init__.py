@@ -1,8 +1,12 @@
-"""Ground-truth factor data sets (spec §4): the FactorDataset interface, dSprites, and the registry."""
+"""Ground-truth factor data sets (spec §4): the FactorDataset interface, the study's data sets, and the registry."""
 
 from untwine.data.base import FactorDataset, factors_to_index, index_to_factors
+from untwine.data.cars3d import load_cars3d
 from untwine.data.dsprites import dsprites_dataset, load_dsprites_npz, render_dsprites
+from untwine.data.mpi3d import load_mpi3d
 from untwine.data.registry import dataset_info, dataset_names, get_dataset
+from untwine.data.shapes3d import load_shapes3d
+from untwine.data.smallnorb import load_smallnorb
 from untwine.data.stored import StoredDataset
 
 __all__ = [
@@ -14,6 +18,10 @@ __all__ = [
     "factors_to_index",
     "get_dataset",
     "index_to_factors",
+    "load_cars3d",
     "load_dsprites_npz",
+    "load_mpi3d",
+    "load_shapes3d",
+    "load_smallnorb",
     "render_dsprites",
 ]
