@@ -47,7 +47,7 @@ def test_every_command_has_help(capsys):
 def test_datasets_list_and_show(capsys, tmp_path):
     assert main(["datasets", "list"]) == 0
     out = capsys.readouterr().out
-    assert "dsprites" in out and "procedural" in out
+    assert "dsprites" in out and "rendered" in out and "smallnorb" in out
     sheet = tmp_path / "sheet.png"
     assert main(["datasets", "show", "dsprites", "-o", str(sheet)]) == 0
     from PIL import Image

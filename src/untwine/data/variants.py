@@ -120,9 +120,9 @@ class ScreamDSprites(DSpritesVariant):
         cols = torch.randint(width - 64, (n,), generator=generator, device=generator.device).to(self.device)
         colour = self._uniform((n, 3, 1, 1), generator)
         steps = torch.arange(64, device=self.device)
-        r = (rows[:, None] + steps)[:, None, :, None]  # [n, 1, 64, 1]
-        c = (cols[:, None] + steps)[:, None, None, :]  # [n, 1, 1, 64]
-        channel = torch.arange(3, device=self.device)[None, :, None, None]
-        patches = self.painting[channel, r, c]  # [n, 3, 64, 64]
+        pixels = (rows[:, None] + steps)[:, :, None] * width + (cols[:, None] + steps)[:, None, :]  # [n, 64, 64]
+        # one index_select over the flattened painting: ~4x faster than 4-d advanced indexing on CPU
+        patches = self.painting.reshape(3, -1).index_select(1, pixels.reshape(-1)).view(3, n, 64, 64)
+        patches = patches.permute(1, 0, 2, 3)  # [n, 3, 64, 64]
         background = (patches + colour) / 2
         return torch.where(sprites.expand(-1, 3, -1, -1) > 0.5, 1.0 - background, background)
