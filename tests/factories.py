@@ -44,9 +44,10 @@ def write_norb_matrix(path, array: np.ndarray) -> None:
 
 
 def norb_code(category, instance, elevation, azimuth, lighting, sizes) -> int:
-    """The grey value of a tiny SmallNORB's first-camera image: 5 x its row-major grid index (azimuth halved)."""
+    """The grey value of a tiny SmallNORB's first-camera image: 5 x its row-major grid index (azimuth halved),
+    modulo 256 (unique for grids of up to 52 entries)."""
     index = np.ravel_multi_index((category, instance, elevation, azimuth, lighting), sizes)
-    return int(5 * index)
+    return int(5 * index) % 256
 
 
 def write_small_norb(root, sizes=(2, 2, 2, 3, 2), seed=0) -> tuple[int, ...]:
@@ -77,7 +78,7 @@ def write_small_norb(root, sizes=(2, 2, 2, 3, 2), seed=0) -> tuple[int, ...]:
 
 def car_colour(elevation, azimuth, obj) -> tuple[int, int, int]:
     """The constant RGB of a tiny Cars3D image."""
-    return 10 * azimuth, 60 * elevation + 5, 80 * obj + 7
+    return 10 * azimuth, 60 * elevation + 5, (80 * obj + 7) % 256
 
 
 def write_cars(root, names=("car_b.mat", "car_a.mat", "car_c.mat")) -> list[str]:

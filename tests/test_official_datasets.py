@@ -111,6 +111,11 @@ def test_smallnorb_is_cached_per_set_of_files(tmp_path):
     os.utime(info, ns=(1, 1))
     third = load_smallnorb(tmp_path, cache_dir=cache)
     assert len(list(cache.glob("smallnorb_*.npy"))) == 2 and torch.equal(first.storage, third.storage)
+    expected = third.storage.clone()
+    del first, second, third  # they memory-map the cache files
+    for path in cache.glob("smallnorb_*.npy"):
+        path.write_bytes(b"corrupt")  # a damaged cache is rebuilt, not trusted
+    assert torch.equal(load_smallnorb(tmp_path, cache_dir=cache).storage, expected)
 
 
 def test_smallnorb_bad_files(tmp_path):
@@ -171,12 +176,15 @@ def test_cars3d_bad_files(tmp_path):
 def test_shapes3d_h5(tmp_path, compressed):
     (tmp_path / "3dshapes").mkdir()
     write_shapes3d_h5(tmp_path / "3dshapes" / "3dshapes.h5", SHAPES_SIZES, compressed=compressed)
-    shapes = load_shapes3d(tmp_path)
+    shapes = load_shapes3d(tmp_path, cache_dir=tmp_path / "cache")
     assert shapes.factor_sizes == SHAPES_SIZES and len(shapes.factor_names) == 6
     factors, x = _draw(shapes)
     assert np.array_equal(grid_index_of(x), np.ravel_multi_index(factors.numpy().T, SHAPES_SIZES))
-    images, sizes = read_h5(tmp_path / "3dshapes" / "3dshapes.h5")
-    assert isinstance(images, np.memmap) == (not compressed) and sizes == SHAPES_SIZES  # contiguous: memory-mapped
+    images, sizes = read_h5(tmp_path / "3dshapes" / "3dshapes.h5", cache_dir=tmp_path / "cache")
+    assert isinstance(images, np.memmap) and sizes == SHAPES_SIZES  # memory-mapped: in place, or from the cache
+    cached = list((tmp_path / "cache").glob("shapes3d_*.npy"))
+    assert len(cached) == (1 if compressed else 0)  # compressed images are decompressed into the cache once
+    assert torch.equal(torch.from_numpy(np.asarray(images)), shapes.storage)
 
 
 def test_shapes3d_reordered_labels_are_refused(tmp_path):
@@ -216,7 +224,7 @@ def test_shapes3d_missing_and_corrupt(tmp_path):
 @pytest.mark.parametrize("compressed", [False, True])
 def test_mpi3d_grid_layout(tmp_path, compressed):
     write_mpi3d(tmp_path, "real", compressed=compressed)
-    mpi = load_mpi3d("real", tmp_path)
+    mpi = load_mpi3d("real", tmp_path, cache_dir=tmp_path / "cache")
     assert mpi.name == "mpi3d_real" and mpi.factor_sizes == MPI_SIZES and len(mpi.factor_names) == 7
     factors, x = _draw(mpi)
     assert np.array_equal(grid_index_of(x), np.ravel_multi_index(factors.numpy().T, MPI_SIZES))
@@ -243,6 +251,10 @@ def test_npz_member_memory_map_and_truncation(tmp_path):
     np.savez_compressed(tmp_path / "b.npz", images=array)
     loaded = npz_array(tmp_path / "b.npz", "images")
     assert not isinstance(loaded, np.memmap) and np.array_equal(loaded, array)
+    for _ in range(2):  # decompressed into the cache once, memory-mapped from there afterwards
+        cached = npz_array(tmp_path / "b.npz", "images", "b", tmp_path / "cache")
+        assert np.array_equal(cached, array) and len(list((tmp_path / "cache").glob("b_*.npy"))) == 1
+    assert isinstance(cached, np.memmap)
     with pytest.raises(InvalidInputError, match="no array 'labels'"):
         npz_array(tmp_path / "a.npz", "labels")
     data = (tmp_path / "a.npz").read_bytes()

@@ -77,6 +77,7 @@ def load_cars3d(
             grid[:, :, obj] = resized.transpose(1, 0, 2, 3, 4)
         return grid.reshape(-1, 64, 64, 3)
 
-    storage = cached_images("cars3d", files, PREPROCESS_VERSION, build, cache_dir, use_cache)
     sizes = (n_elev, n_azim, len(files))
+    shape = (n_elev * n_azim * len(files), 64, 64, 3)
+    storage = cached_images("cars3d", files, PREPROCESS_VERSION, build, shape, cache_dir, use_cache)
     return StoredDataset("cars3d", torch.from_numpy(storage), sizes, FACTOR_NAMES, (3, 64, 64), channels_last=True)

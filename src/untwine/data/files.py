@@ -2,7 +2,7 @@
 
 - `require(path, what, where)`: the file, or a DataNotFoundError saying where to put it.
 - `npz_array(path, key)`: one array of an .npz, memory-mapped when the member is stored uncompressed
-  (`np.savez`), read into memory when compressed (`np.savez_compressed`).
+  (`np.savez`); a compressed member (`np.savez_compressed`) is decompressed once into the cache.
 - `cached_images(...)`: images preprocessed once (resized with Lanczos, as the reference) and kept as an .npy
   in the cache directory, keyed by the source files' names, sizes and modification times; later runs
   memory-map it instead of resizing again.
@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -65,27 +66,40 @@ def _npy_header(f) -> tuple[tuple[int, ...], np.dtype, bool]:
     return shape, dtype, fortran
 
 
-def npz_array(path: Path, key: str) -> np.ndarray:
-    """Array `key` of the .npz at `path`; memory-mapped (copy-on-write) if stored uncompressed."""
+def _load_npz_member(path: Path, key: str) -> np.ndarray:
+    with np.load(path) as npz:
+        return npz[key]
+
+
+def npz_array(
+    path: Path, key: str, cache_name: str | None = None, cache_dir: str | Path | None = None, use_cache: bool = True
+) -> np.ndarray:
+    """Array `key` of the .npz at `path`, memory-mapped (copy-on-write) when the member is stored uncompressed.
+
+    A compressed member is read into memory or, given `cache_name`, decompressed once into the cache and
+    memory-mapped from there (later loads are instant and concurrent runs share the pages).
+    """
     try:
         with zipfile.ZipFile(path) as archive:
             info = archive.getinfo(f"{key}.npy")
+            with archive.open(info) as member:
+                shape, dtype, fortran = _npy_header(member)
+                header_size = member.tell()
+            if dtype.hasobject:
+                raise InvalidInputError(f"{path}: {key} holds Python objects, not an image array")
             if info.compress_type == zipfile.ZIP_STORED:
-                with archive.open(info) as member:
-                    shape, dtype, fortran = _npy_header(member)
-                    header_size = member.tell()
                 with open(path, "rb") as raw:  # the member's data start: local header + name + extra field
                     raw.seek(info.header_offset + 26)
                     name_len, extra_len = np.frombuffer(raw.read(4), dtype="<u2")
                 offset = info.header_offset + 30 + int(name_len) + int(extra_len) + header_size
-                if dtype.hasobject:
-                    raise InvalidInputError(f"{path}: {key} holds Python objects, not an image array")
                 expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
                 if expected > path.stat().st_size:
                     raise InvalidInputError(f"{path} is truncated: {key} needs {expected} bytes")
                 return np.memmap(path, dtype, "c", offset, shape, order="F" if fortran else "C")
-        with np.load(path) as npz:
-            return npz[key]
+        if cache_name is None or dtype != np.uint8:
+            return _load_npz_member(path, key)
+        build = functools.partial(_load_npz_member, path, key)
+        return cached_images(cache_name, [path], 1, build, shape, cache_dir, use_cache)
     except KeyError:
         raise InvalidInputError(f"{path} has no array {key!r}") from None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
@@ -108,16 +122,19 @@ def cached_images(
     sources: Sequence[Path],
     version: int,
     build: Callable[[], np.ndarray],
+    shape: Sequence[int],
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
 ) -> np.ndarray:
-    """`build()`'s uint8 array, saved once per set of source files and memory-mapped on later calls."""
+    """`build()`'s uint8 array of `shape`, saved once per set of source files and memory-mapped on later calls."""
     path = Path(cache_dir or default_cache_dir()) / f"{name}_{files_key(sources, version)}.npy"
     if use_cache and path.exists():
         try:
-            return np.load(path, mmap_mode="c")
+            cached = np.load(path, mmap_mode="c")
+            if cached.shape == tuple(shape) and cached.dtype == np.uint8:
+                return cached
         except (OSError, ValueError):
-            pass  # a corrupt cache is rebuilt
+            pass  # a corrupt or foreign cache is rebuilt
     array = build()
     if use_cache:
         atomic_save_npy(path, array)

@@ -9,7 +9,8 @@ Grid sizes follow the number of images:
 - 1,036,800 -> [6, 6, 2, 3, 3, 40, 40]: the reference's real file, and the authors' current public release of all
   three variants. (The reference hard-codes [4, 4, ...] for toy and realistic and would silently read the first
   460,800 images of such a file with wrong labels; untwine uses the file's full grid instead.)
-`factor_sizes=` names any other grid explicitly. The images are memory-mapped when the npz member is uncompressed.
+`factor_sizes=` names any other grid explicitly. The images are memory-mapped: in place when the npz member is
+stored uncompressed, else from a copy decompressed once into the cache.
 """
 
 from __future__ import annotations
@@ -53,12 +54,16 @@ def locate(variant: str, data_dir: str | Path | None) -> Path:
 
 
 def load_mpi3d(
-    variant: str, data_dir: str | Path | None = None, factor_sizes: Sequence[int] | None = None
+    variant: str,
+    data_dir: str | Path | None = None,
+    factor_sizes: Sequence[int] | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
 ) -> StoredDataset:
     """MPI3D `variant` (toy, realistic or real): 7 factors, 3 x 64 x 64."""
     name = f"mpi3d_{variant}"
     path = locate(variant, data_dir)
-    images = npz_array(path, "images")
+    images = npz_array(path, "images", name, cache_dir, use_cache)
     if images.ndim < 4 or images.shape[-3:] != (64, 64, 3) or images.dtype != np.uint8:
         raise InvalidInputError(f"{path}: images {list(images.shape)} {images.dtype}, expected uint8 [n, 64, 64, 3]")
     if factor_sizes is not None:

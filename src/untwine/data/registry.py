@@ -183,7 +183,7 @@ register(
         observation_shape=(3, 64, 64),
         files=(f"{_shapes3d.DIRECTORY}/{_shapes3d.H5_FILENAME} (or the reference's npz)",),
         procedural=False,
-        build=_from_files(lambda data_dir, cache_dir: _shapes3d.load_shapes3d(data_dir)),
+        build=_from_files(_shapes3d.load_shapes3d),
         description="Shapes3D: DeepMind's 3dshapes.h5 (or the reference's npz layout)",
         locate=_shapes3d.locate,
     ),
@@ -199,7 +199,9 @@ for _variant_name in _mpi3d.VARIANTS:
             observation_shape=(3, 64, 64),
             files=(_mpi3d.relative_path(_variant_name),),
             procedural=False,
-            build=_from_files(lambda data_dir, cache_dir, _v=_variant_name: _mpi3d.load_mpi3d(_v, data_dir)),
+            build=_from_files(
+                lambda data_dir, cache_dir, _v=_variant_name: _mpi3d.load_mpi3d(_v, data_dir, cache_dir=cache_dir)
+            ),
             description=f"MPI3D-{_variant_name} (Gondal et al. 2019); the grid follows the file's image count",
             locate=lambda data_dir, _v=_variant_name: _mpi3d.locate(_v, data_dir),
         )

@@ -129,7 +129,8 @@ def load_smallnorb(
         return resize_lanczos(first_camera[order])[:, None]
 
     sources = [p for paths in splits for p in paths.values()]
-    storage = cached_images("smallnorb", sources, PREPROCESS_VERSION, build, cache_dir, use_cache)
+    shape = (len(order), 1, 64, 64)
+    storage = cached_images("smallnorb", sources, PREPROCESS_VERSION, build, shape, cache_dir, use_cache)
     return StoredDataset(
         "smallnorb", torch.from_numpy(storage), sizes, GRID_NAMES, (1, 64, 64), latent_indices=LATENT_INDICES
     )
