@@ -318,3 +318,31 @@ def test_grid_images_decode():
     sizes = (3, 200, 2)
     images = torch.from_numpy(grid_images(sizes)).permute(0, 3, 1, 2).float() / 255
     assert np.array_equal(grid_index_of(images), np.arange(1200))
+
+
+def test_cars3d_reference_listing_order(data_dir, recwarn):
+    listing = [n for n in os.listdir(data_dir / "cars") if ".mat" in n]
+    cars = get_dataset("cars3d", data_dir, object_order="listing")
+    factors = torch.tensor([[1, 2, k] for k in range(3)])
+    colours = torch.round(cars.observations(factors)[:, :, 0, 0] * 255).long()
+    sorted_names = sorted(listing)
+    for k, name in enumerate(listing):  # object k is the k-th listed file, whose colour encodes its sorted position
+        assert colours[k].tolist() == list(car_colour(1, 2, sorted_names.index(name)))
+    with pytest.raises(InvalidInputError, match="object_order"):
+        get_dataset("cars3d", data_dir, object_order="random")
+    with pytest.raises(InvalidInputError, match="has no option 'colour'; its options: object_order"):
+        get_dataset("cars3d", data_dir, colour=1)
+    with pytest.raises(InvalidInputError, match="its options: none"):
+        get_dataset("dsprites", data_dir, object_order="listing")
+
+
+def test_dataset_options_reach_training(tmp_path):
+    write_mpi3d(tmp_path, "toy", flat=True)
+    run = tmp_path / "run"
+    sizes = ",".join(map(str, MPI_SIZES))
+    argv = ["train", "--dataset", "mpi3d_toy", "--data-dir", str(tmp_path), "--steps", "1", "--batch-size", "2"]
+    assert main([*argv, "--out", str(tmp_path / "bad")]) == 2  # the flat file needs its grid
+    assert main([*argv, "--out", str(run), "--dataset-option", f"factor_sizes={sizes}"]) == 0
+    config = TrainConfig.read(run / "config.toml")
+    assert config.dataset_options == {"factor_sizes": list(MPI_SIZES)}
+    assert main([*argv, "--out", str(tmp_path / "x"), "--dataset-option", "sizes"]) == 2  # not key=value

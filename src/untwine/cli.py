@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from untwine.config import parse_settings
 from untwine.errors import UntwineError
 
 app = typer.Typer(
@@ -116,6 +117,9 @@ def train(
         None, "--double-count-steps/--single-count-steps", help="FactorVAE: 2 steps per iteration as the reference"
     ),
     dataset: Optional[str] = typer.Option(None, help="data set name (see `untwine datasets list`)"),
+    dataset_option: Optional[list[str]] = typer.Option(
+        None, "--dataset-option", help="the data set's own setting, KEY=VALUE (repeatable): object_order=listing"
+    ),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="UNTWINE_DATA", help="where data files live"),
     steps: Optional[int] = typer.Option(None, help="training steps (reference: 300000)"),
     seed: Optional[int] = typer.Option(None, help="random seed of the run"),
@@ -155,6 +159,7 @@ def train(
     base = dict(
         method=method,
         dataset=dataset,
+        dataset_options=parse_settings(dataset_option, "--dataset-option") or None,
         data_dir=str(data_dir) if data_dir else None,
         steps=steps,
         batch_size=batch_size,
@@ -354,6 +359,9 @@ def datasets_show(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default: <name>_factors.png)"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="UNTWINE_DATA"),
     seed: int = typer.Option(0, help="seed of the base factor vector"),
+    dataset_option: Optional[list[str]] = typer.Option(
+        None, "--dataset-option", help="the data set's own setting, KEY=VALUE (repeatable)"
+    ),
 ) -> None:
     """Describe a data set and write a factor-variation sheet (one row per factor) to PNG."""
     import torch
@@ -361,7 +369,7 @@ def datasets_show(
     from untwine.data import get_dataset
     from untwine.viz.datasets import factor_sheet
 
-    dataset = get_dataset(name, data_dir)
+    dataset = get_dataset(name, data_dir, **parse_settings(dataset_option, "--dataset-option"))
     info = dataset.describe()
     for key, value in info.items():
         console.print(f"{key}: {value}")

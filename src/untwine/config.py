@@ -27,6 +27,33 @@ HYPERPARAMETERS = ("beta", "gamma", "c_max", "iteration_threshold", "lambda_od",
 TC_ESTIMATORS = ("reference", "mws", "mss")
 
 
+def parse_value(raw: str) -> int | float | str | list[int]:
+    """A command-line setting's value: an int, a float, a comma-separated list of ints, else the string."""
+    raw = raw.strip()
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            continue
+    if "," in raw:
+        try:
+            return [int(part) for part in raw.split(",")]
+        except ValueError:
+            pass
+    return raw
+
+
+def parse_settings(texts: list[str] | None, what: str) -> dict[str, int | float | str | list[int]]:
+    """["key=value", ...] -> {key: parse_value(value)}; a malformed entry is a clear error."""
+    settings = {}
+    for text in texts or []:
+        key, sep, raw = text.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError(f"{what} {text!r}: expected key=value")
+        settings[key.strip()] = parse_value(raw)
+    return settings
+
+
 class TrainConfig(BaseModel):
     """Everything needed to rerun a training run. Defaults are the reference's (spec §2.4–2.5)."""
 
@@ -51,6 +78,9 @@ class TrainConfig(BaseModel):
     dataset: str = "dsprites"
     data_dir: str | None = None
     dataset_source: str = "auto"
+    dataset_options: dict[str, int | float | str | list[int]] = Field(
+        default_factory=dict, description="the data set's own settings, e.g. cars3d object_order, mpi3d factor_sizes"
+    )
     architecture: str = "conv"
     latent_dim: int = Field(10, ge=1)
     steps: int = Field(300_000, ge=0)

@@ -101,4 +101,4 @@ class RunDir:
 
     def load_dataset(self, device: str | torch.device = "cpu") -> FactorDataset:
         config = self.config()
-        return get_dataset(config.dataset, config.data_dir, source=config.dataset_source).to(device)
+        return get_dataset(config.dataset, config.data_dir, config.dataset_source, **config.dataset_options).to(device)

@@ -9,10 +9,13 @@ Factors (K = 3): elevation 4, azimuth 24, object 183; 17,568 observations of 3 x
 Deliberate difference: the object index is the file's position in the *sorted* file names. The reference takes
 the order of an unsorted directory listing, which depends on the file system, so its object labels cannot be
 reproduced in general; any fixed order gives the same metrics up to a relabelling of the object factor.
+`object_order="listing"` takes the reference's order (`os.listdir`, what its `ListDirectory` returns for a local
+folder) on this machine's file system.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -29,10 +32,16 @@ FACTOR_SIZES = (4, 24, 183)
 PREPROCESS_VERSION = 1
 
 
-def mat_files(data_dir: str | Path | None) -> list[Path]:
-    """The .mat files (any name containing ".mat", as the reference), sorted by name."""
+OBJECT_ORDERS = ("sorted", "listing")
+
+
+def mat_files(data_dir: str | Path | None, object_order: str = "sorted") -> list[Path]:
+    """The .mat files (any name containing ".mat", as the reference), sorted by name or in listing order."""
+    if object_order not in OBJECT_ORDERS:
+        raise InvalidInputError(f"cars3d: unknown object_order {object_order!r}; choose {' or '.join(OBJECT_ORDERS)}")
     root = data_root(data_dir, "cars3d") / DIRECTORY
-    files = sorted(p for p in root.glob("*") if ".mat" in p.name and p.is_file()) if root.is_dir() else []
+    names = [n for n in os.listdir(root) if ".mat" in n and (root / n).is_file()] if root.is_dir() else []
+    files = [root / n for n in (sorted(names) if object_order == "sorted" else names)]
     if not files:
         raise DataNotFoundError(
             f"cars3d: no .mat files in {root}; put the 183 files of Reed et al.'s nips2015-analogy-data.tar.gz "
@@ -61,10 +70,16 @@ def read_mesh(path: Path) -> np.ndarray:
 
 
 def load_cars3d(
-    data_dir: str | Path | None = None, cache_dir: str | Path | None = None, use_cache: bool = True
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    object_order: str = "sorted",
 ) -> StoredDataset:
-    """Cars3D from the official .mat files: elevation x azimuth x object (sorted file names), 3 x 64 x 64."""
-    files = mat_files(data_dir)
+    """Cars3D from the official .mat files: elevation x azimuth x object, 3 x 64 x 64.
+
+    object_order: "sorted" (file names, default) or "listing" (the reference's directory-listing order).
+    """
+    files = mat_files(data_dir, object_order)
     if len(files) != FACTOR_SIZES[2]:
         warnings.warn(f"cars3d: {len(files)} .mat files found, the official data set has 183", stacklevel=2)
     n_elev, n_azim = FACTOR_SIZES[:2]

@@ -40,6 +40,7 @@ class DatasetInfo:
     build: Callable[..., FactorDataset]
     description: str
     locate: Callable[[Path | None], object]  # raises DataNotFoundError, naming what is missing, without its files
+    options: tuple[str, ...] = ()  # the loader's own settings (TrainConfig.dataset_options, --dataset-option)
 
 
 REGISTRY: dict[str, DatasetInfo] = {}
@@ -59,10 +60,10 @@ def _dsprites_file(data_dir: Path | None) -> Path:
 def _from_files(loader: Callable[..., FactorDataset]) -> Callable[..., FactorDataset]:
     """A constructor for a data set read only from files (`source` may be "auto" or "file")."""
 
-    def build(data_dir=None, source="auto", cache_dir=None) -> FactorDataset:
+    def build(data_dir=None, source="auto", cache_dir=None, **options) -> FactorDataset:
         if source not in ("auto", "file"):
             raise InvalidInputError(f"source {source!r}: this data set is read from files (no procedural renderer)")
-        return loader(data_dir, cache_dir)
+        return loader(data_dir, cache_dir=cache_dir, **options)
 
     return build
 
@@ -172,6 +173,7 @@ register(
         build=_from_files(_cars3d.load_cars3d),
         description="Cars3D: Reed et al.'s 183 car models, objects ordered by sorted file name",
         locate=_cars3d.mat_files,
+        options=("object_order",),
     )
 )
 
@@ -199,11 +201,10 @@ for _variant_name in _mpi3d.VARIANTS:
             observation_shape=(3, 64, 64),
             files=(_mpi3d.relative_path(_variant_name),),
             procedural=False,
-            build=_from_files(
-                lambda data_dir, cache_dir, _v=_variant_name: _mpi3d.load_mpi3d(_v, data_dir, cache_dir=cache_dir)
-            ),
+            build=_from_files(lambda data_dir, _v=_variant_name, **options: _mpi3d.load_mpi3d(_v, data_dir, **options)),
             description=f"MPI3D-{_variant_name} (Gondal et al. 2019); the grid follows the file's image count",
             locate=lambda data_dir, _v=_variant_name: _mpi3d.locate(_v, data_dir),
+            options=("factor_sizes",),
         )
     )
 
@@ -237,9 +238,20 @@ def availability(name: str, data_dir: str | Path | None = None) -> tuple[bool, s
         return False, str(exc)
 
 
-def get_dataset(name: str, data_dir: str | Path | None = None, **options) -> FactorDataset:
-    """Build a data set by name. `data_dir` defaults to $UNTWINE_DATA."""
+def get_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    source: str = "auto",
+    cache_dir: str | Path | None = None,
+    **options,
+) -> FactorDataset:
+    """Build a data set by name. `data_dir` defaults to $UNTWINE_DATA; `options` are the data set's own settings
+    (`DatasetInfo.options`, e.g. cars3d's object_order, mpi3d's factor_sizes)."""
     info = dataset_info(name)
+    unknown = sorted(set(options) - set(info.options))
+    if unknown:
+        known = ", ".join(info.options) or "none"
+        raise InvalidInputError(f"{name} has no option {', '.join(map(repr, unknown))}; its options: {known}")
     if data_dir is None:
         data_dir = default_data_dir()
-    return info.build(data_dir=data_dir, **options)
+    return info.build(data_dir=data_dir, source=source, cache_dir=cache_dir, **options)

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
+from untwine.config import parse_value
 from untwine.errors import InvalidInputError
 from untwine.evaluation.representation import REPRESENTATIONS, representation
 from untwine.metrics import NOT_REFERENCE_KEYS, PROTOCOLS, REFERENCE_NAMES
@@ -77,14 +78,7 @@ def parse_option(text: str, metrics: Sequence[str]) -> tuple[str, str, object]:
         raise InvalidInputError(
             f"--option {text!r}: {metric} has no setting {key!r}; its settings: {', '.join(settings)}"
         )
-    value: object = raw.strip()
-    for kind in (int, float):
-        try:
-            value = kind(raw)
-            break
-        except ValueError:
-            continue
-    return metric, key, value
+    return metric, key, parse_value(raw)
 
 
 def _generator(eval_seed: int, representation_name: str, metric: str, device) -> torch.Generator:

@@ -38,7 +38,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def dataset_for(config: TrainConfig, device: torch.device | str = "cpu") -> FactorDataset:
-    return get_dataset(config.dataset, config.data_dir, source=config.dataset_source).to(device)
+    return get_dataset(config.dataset, config.data_dir, config.dataset_source, **config.dataset_options).to(device)
 
 
 class Trainer:
