@@ -120,6 +120,9 @@ def test_official_file_loader(tmp_path):
     x = data.observations(factors)
     expected = imgs[np.ravel_multi_index(factors.numpy().T, (1, 3, 2, 2, 4, 4)[1:])]
     assert np.array_equal(x[:, 0].numpy(), expected.astype(np.float32))
+    cached = [load_dsprites_npz(path, cache_dir=tmp_path / "cache") for _ in range(2)]  # packed once, then mapped
+    assert len(list((tmp_path / "cache").glob("dsprites_official_*.npy"))) == 1
+    assert torch.equal(cached[0].storage, data.storage) and torch.equal(cached[1].storage, data.storage)
     # data set resolution: "auto" and "file" use the file when it is there
     assert get_dataset("dsprites", tmp_path).factor_sizes == (3, 2, 2, 4, 4)
     assert dsprites_dataset(tmp_path, source="file").factor_sizes == (3, 2, 2, 4, 4)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from untwine.data.files import atomic_save_npy, default_cache_dir
+from untwine.data.files import atomic_save_npy, cached_images, default_cache_dir
 from untwine.data.stored import StoredDataset
 from untwine.errors import DataNotFoundError, InvalidInputError
 
@@ -111,29 +111,42 @@ def official_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / "dsprites" / OFFICIAL_FILENAME
 
 
-def load_dsprites_npz(path: str | Path) -> StoredDataset:
+def _read_npz(path: Path, key: str):
+    try:
+        with np.load(path, allow_pickle=True, encoding="latin1") as npz:
+            return npz[key]
+    except Exception as exc:  # zip, pickle and key errors all mean the same to the user
+        raise InvalidInputError(f"{path} is not a readable dSprites npz ({type(exc).__name__}: {exc})") from exc
+
+
+def load_dsprites_npz(path: str | Path, cache_dir: str | Path | None = None, use_cache: bool = True) -> StoredDataset:
     """The official DeepMind file (keys `imgs` [N, 64, 64] uint8 0/1, `metadata` with `latents_sizes`).
 
     The colour factor (size 1) is dropped, giving (shape, scale, orientation, posX, posY). Any grid sizes in the
-    metadata are honoured, so smaller files in the same format load too.
+    metadata are honoured, so smaller files in the same format load too. The images are bit-packed once into the
+    cache (360 MB for the full file) and memory-mapped from there afterwards.
     """
     path = Path(path)
     if not path.exists():
         raise DataNotFoundError(f"dSprites file not found: expected {path}")
     try:
-        with np.load(path, allow_pickle=True, encoding="latin1") as npz:
-            imgs = npz["imgs"]
-            metadata = npz["metadata"][()]
-        sizes = [int(s) for s in metadata["latents_sizes"]]
-    except Exception as exc:  # zip, pickle and key errors all mean the same to the user
-        raise InvalidInputError(f"{path} is not a readable dSprites npz ({type(exc).__name__}: {exc})") from exc
+        sizes = [int(s) for s in _read_npz(path, "metadata")[()]["latents_sizes"]]
+    except (KeyError, TypeError, IndexError, ValueError) as exc:
+        raise InvalidInputError(f"{path}: metadata has no readable latents_sizes ({exc})") from exc
     if len(sizes) != 6 or sizes[0] != 1:
         raise InvalidInputError(
             f"{path}: latents_sizes {sizes} is not the dSprites layout [1, shape, scale, orientation, x, y]"
         )
-    if imgs.ndim != 3 or imgs.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or imgs.shape[0] != math.prod(sizes):
-        raise InvalidInputError(f"{path}: imgs has shape {list(imgs.shape)}, expected [{math.prod(sizes)}, 64, 64]")
-    packed = np.packbits(imgs.reshape(imgs.shape[0], -1) != 0, axis=-1)
+    n = math.prod(sizes)
+
+    def pack() -> np.ndarray:
+        imgs = _read_npz(path, "imgs")
+        if imgs.ndim != 3 or imgs.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or imgs.shape[0] != n:
+            raise InvalidInputError(f"{path}: imgs has shape {list(imgs.shape)}, expected [{n}, 64, 64]")
+        return np.packbits(imgs.reshape(n, -1) != 0, axis=-1)
+
+    shape = (n, IMAGE_SIZE * IMAGE_SIZE // 8)
+    packed = cached_images("dsprites_official", [path], 1, pack, shape, cache_dir, use_cache)
     return _dataset(torch.from_numpy(packed), sizes[1:])
 
 
@@ -150,7 +163,7 @@ def dsprites_dataset(
     if source != "procedural" and data_dir is not None:
         path = official_path(data_dir)
         if path.exists() or source == "file":
-            return load_dsprites_npz(path)
+            return load_dsprites_npz(path, cache_dir)
     if source == "file":
         raise DataNotFoundError(
             f"dSprites file not found: set --data-dir or UNTWINE_DATA and put {OFFICIAL_FILENAME} "
