@@ -243,6 +243,15 @@ def test_mpi3d_flat_layout_needs_a_known_count(tmp_path):
         load_mpi3d("realistic", tmp_path)
 
 
+def test_an_unwritable_cache_warns_and_loses_nothing(tmp_path):
+    write_small_norb(tmp_path, NORB_SIZES)
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the cache directory should be")
+    with pytest.warns(UserWarning, match="could not cache smallnorb"):
+        norb = load_smallnorb(tmp_path, cache_dir=blocker)
+    assert torch.equal(norb.storage, load_smallnorb(tmp_path, use_cache=False).storage)
+
+
 def test_npz_member_memory_map_and_truncation(tmp_path):
     array = np.arange(3 * 64 * 64 * 3, dtype=np.uint8).reshape(3, 64, 64, 3)
     np.savez(tmp_path / "a.npz", images=array, other=np.ones(3))

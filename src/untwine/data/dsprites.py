@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from untwine.data.files import atomic_save_npy, cached_images, default_cache_dir
+from untwine.data.files import cached_images
 from untwine.data.stored import StoredDataset
 from untwine.errors import DataNotFoundError, InvalidInputError
 
@@ -86,20 +86,11 @@ def render_dsprites_packed() -> np.ndarray:
 
 
 def render_dsprites(cache_dir: str | Path | None = None, use_cache: bool = True) -> StoredDataset:
-    """Procedural dSprites; rendered once (~seconds) and cached as a bit-packed .npy (377 MB)."""
-    path = Path(cache_dir or default_cache_dir()) / f"dsprites_procedural_v{RENDER_VERSION}.npy"
-    packed = None
-    if use_cache and path.exists():
-        try:
-            packed = np.load(path)
-            if packed.shape != (math.prod(FACTOR_SIZES), 512) or packed.dtype != np.uint8:
-                packed = None
-        except (OSError, ValueError):
-            packed = None  # a corrupt cache is re-rendered
-    if packed is None:
-        packed = render_dsprites_packed()
-        if use_cache:
-            atomic_save_npy(path, packed)
+    """Procedural dSprites; rendered once (~seconds), cached as a bit-packed .npy (377 MB) and memory-mapped."""
+    shape = (math.prod(FACTOR_SIZES), IMAGE_SIZE * IMAGE_SIZE // 8)
+    packed = cached_images(
+        "dsprites_procedural", [], RENDER_VERSION, render_dsprites_packed, shape, cache_dir, use_cache
+    )
     return _dataset(torch.from_numpy(packed), FACTOR_SIZES)
 
 

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import os
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -137,7 +138,10 @@ def cached_images(
             pass  # a corrupt or foreign cache is rebuilt
     array = build()
     if use_cache:
-        atomic_save_npy(path, array)
+        try:
+            atomic_save_npy(path, array)
+        except OSError as exc:  # e.g. a full disk: the data are still good, only not cached
+            warnings.warn(f"could not cache {name} in {path.parent} ({exc}); set UNTWINE_CACHE elsewhere", stacklevel=3)
     return array
 
 
