@@ -59,6 +59,15 @@ def test_scream_dsprites_patches_and_inversion(tmp_path, dsprites):
     assert dataset.observation_shape == (3, 64, 64)
 
 
+def test_scream_painting_is_fitted_as_the_reference_pillow_did(tmp_path):
+    (tmp_path / "scream").mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (1236, 1000, 3), dtype=np.uint8)).save(tmp_path / "scream" / "scream.jpg")
+    painting = load_scream(tmp_path)
+    # Pillow <= 6: y = int(1236 * 350 / 1000) = 432, then x = int(350 * 274 / 432) = 221 (today's Pillow: 222)
+    assert painting.shape == (3, 274, 221)
+
+
 def test_scream_without_the_painting_says_where_to_put_it(tmp_path):
     with pytest.raises(DataNotFoundError, match=r"scream/scream\.jpg"):
         get_dataset("scream_dsprites", tmp_path)

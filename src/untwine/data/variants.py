@@ -7,8 +7,8 @@ seed:
 - noisy_dsprites: sprite + per-pixel, per-channel U(0, 1) noise, clipped at 1 (white sprite on noise).
 - scream_dsprites: a random 64 x 64 patch of the Scream painting averaged with a random colour c ~ U(0, 1)^3,
   background = (patch + c) / 2, and 1 - background where the sprite is. The painting is read from
-  `<data-dir>/scream/scream.jpg`, fitted within 350 x 274 (width x height) keeping the aspect ratio (the
-  reference's PIL `thumbnail`; today's Pillow resamples with its default filter), scaled by 1/255.
+  `<data-dir>/scream/scream.jpg`, fitted within 350 x 274 (width x height) keeping the aspect ratio exactly as the
+  reference's Pillow (<= 6) `thumbnail` did (`reference_thumbnail`), scaled by 1/255.
 """
 
 from __future__ import annotations
@@ -76,6 +76,23 @@ class NoisyDSprites(DSpritesVariant):
         return torch.clamp(sprites.expand(-1, 3, -1, -1) + noise, max=1.0)
 
 
+def reference_thumbnail(image: Image.Image, max_size: tuple[int, int]) -> Image.Image:
+    """Pillow <= 6's `Image.thumbnail`, which the reference ran: the size computed with truncating arithmetic,
+    JPEG draft-mode decoding at a reduced DCT scale, then a bicubic resize. (Today's Pillow rounds the size, e.g.
+    222 instead of 221 columns, and drafts less aggressively.)"""
+    x, y = image.size
+    if x > max_size[0]:
+        y = int(max(y * max_size[0] / x, 1))
+        x = int(max_size[0])
+    if y > max_size[1]:
+        x = int(max(x * max_size[1] / y, 1))
+        y = int(max_size[1])
+    if (x, y) == image.size:
+        return image
+    image.draft(None, (x, y))
+    return image.resize((x, y), Image.BICUBIC)
+
+
 def scream_path(data_dir: str | Path | None) -> Path:
     """`<data-dir>/scream/scream.jpg`, or a DataNotFoundError saying where to put the painting."""
     path = Path(data_dir) / SCREAM_FILE if data_dir is not None else None
@@ -92,8 +109,7 @@ def load_scream(data_dir: str | Path | None) -> torch.Tensor:
     path = scream_path(data_dir)
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
-            image.thumbnail(SCREAM_MAX_SIZE)
+            image = reference_thumbnail(image, SCREAM_MAX_SIZE).convert("RGB")
             array = np.asarray(image, dtype=np.float32) / 255.0
     except OSError as exc:
         raise InvalidInputError(f"cannot read {path} as an image: {exc}") from None
