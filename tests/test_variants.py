@@ -88,3 +88,13 @@ def test_dsprites_noshape_draws_shape_as_a_nuisance(dsprites):
     assert len(areas) == 3  # the three shapes, drawn per observation
     shapes = [dsprites.observations(torch.tensor([[s, 5, 0, 16, 16]])).sum().item() for s in range(3)]
     assert sorted(areas.tolist()) == sorted(shapes)
+
+
+def test_dummy_data_is_noise_independent_of_the_factors():
+    dummy = get_dataset("dummy_data")
+    assert dummy.factor_sizes == (5,) * 10 and dummy.observation_shape == (1, 64, 64)
+    factors = torch.zeros(4, 10, dtype=torch.long)
+    x = dummy.observations(factors, torch.Generator().manual_seed(0))
+    assert x.shape == (4, 1, 64, 64) and 0.0 <= x.min() and x.max() < 1.0
+    assert not torch.equal(x[0], x[1])  # same factors, different observations
+    assert torch.equal(x, dummy.observations(factors, torch.Generator().manual_seed(0)))

@@ -13,6 +13,7 @@ from typing import Callable
 
 import untwine.data.cars3d as _cars3d
 import untwine.data.dsprites as _dsprites
+import untwine.data.dummy as _dummy
 import untwine.data.mpi3d as _mpi3d
 import untwine.data.shapes3d as _shapes3d
 import untwine.data.smallnorb as _smallnorb
@@ -209,6 +210,21 @@ for _variant_name in _mpi3d.VARIANTS:
     )
 
 
+register(
+    DatasetInfo(
+        name="dummy_data",
+        factor_names=_dummy.FACTOR_NAMES,
+        factor_sizes=_dummy.FACTOR_SIZES,
+        observation_shape=(1, 64, 64),
+        files=(),
+        procedural=True,
+        build=lambda data_dir=None, source="auto", cache_dir=None: _dummy.DummyData(),
+        description="dummy_data: 10 factors of 5 values, pure-noise observations (for testing pipelines)",
+        locate=lambda data_dir: None,
+    )
+)
+
+
 def dataset_names() -> list[str]:
     """Canonical names (aliases excluded), in registration order."""
     seen: list[str] = []
@@ -228,6 +244,8 @@ def dataset_info(name: str) -> DatasetInfo:
 def availability(name: str, data_dir: str | Path | None = None) -> tuple[bool, str]:
     """(usable, how): whether the data set can be built with the files under `data_dir` (or $UNTWINE_DATA)."""
     info = dataset_info(name)
+    if not info.files:
+        return True, "generated (reads no files)"
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     try:
         info.locate(root)
