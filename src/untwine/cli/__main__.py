@@ -1,0 +1,5 @@
+import sys
+
+from untwine.cli import main
+
+sys.exit(main())
