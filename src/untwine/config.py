@@ -25,6 +25,7 @@ METHODS = tuple(METHOD_HYPERPARAMETERS)
 METHOD_ALIASES = {"beta_tc_vae": "beta_tcvae", "betavae": "beta_vae", "factorvae": "factor_vae"}
 HYPERPARAMETERS = ("beta", "gamma", "c_max", "iteration_threshold", "lambda_od", "lambda_d_factor")
 TC_ESTIMATORS = ("reference", "mws", "mss")
+ARCHITECTURES = ("conv", "fc", "rpu_conv")  # rpu_conv: the rPU-VAE code's BatchNorm network (nn/conv.py)
 
 
 def parse_value(raw: str) -> int | float | str | list[int]:
@@ -81,7 +82,7 @@ class TrainConfig(BaseModel):
     dataset_options: dict[str, int | float | str | list[int]] = Field(
         default_factory=dict, description="the data set's own settings, e.g. cars3d object_order, mpi3d factor_sizes"
     )
-    architecture: str = "conv"
+    architecture: str = Field("conv", description="conv (reference), fc, or rpu_conv (rPU-VAE's BatchNorm network)")
     latent_dim: int = Field(10, ge=1)
     steps: int = Field(300_000, ge=0)
     batch_size: int = Field(64, ge=1)
@@ -107,8 +108,8 @@ class TrainConfig(BaseModel):
     @field_validator("architecture")
     @classmethod
     def _known_architecture(cls, value: str) -> str:
-        if value not in ("conv", "fc"):
-            raise ValueError(f"unknown architecture {value!r}; choose conv or fc")
+        if value not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {value!r}; choose {', '.join(ARCHITECTURES)}")
         return value
 
     @model_validator(mode="after")
@@ -139,6 +140,8 @@ class TrainConfig(BaseModel):
                     setattr(self, name, default)
                 elif self.method != method and getattr(self, name) is not None:
                     raise ValueError(f"{name} is a {method} setting; this run's method is {self.method}")
+        if self.architecture == "rpu_conv" and self.batch_size < 2:
+            raise ValueError("the rpu_conv architecture (BatchNorm) needs batch_size >= 2 to train")
         if self.tc_estimator is not None and self.tc_estimator not in TC_ESTIMATORS:
             raise ValueError(f"unknown tc_estimator {self.tc_estimator!r}; choose {', '.join(TC_ESTIMATORS)}")
         return self

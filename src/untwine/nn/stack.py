@@ -27,6 +27,10 @@ grouped 0.96 / 0.73 / 0.61, vmap 0.84 / 0.46 / 0.50. GPUs are not measured yet.
 
 K = 1 is the ordinary case (in every mode it is the ordinary model's computation, up to float rounding).
 
+Not stackable (`stackable`): the rPU-VAE network "rpu_conv", whose BatchNorm running statistics are buffers, not
+parameters; the stack refuses it with a clear error. (Stacking it is possible -- per-member running statistics as
+stacked buffers; in the grouped layout BatchNorm over K*C channels is per member -- but not built.)
+
     >>> stack = ModelStack.from_seeds([0, 1, 2], channels_last=True)  # three conv64 members, seeds 0..2
     >>> mean, logvar, z, logits = stack(x, noise_generators)    # x: [3, B, 1, 64, 64]
     >>> terms = stacked_terms(beta_vae_loss, logits, x, mean, logvar, z, beta=torch.tensor([1., 4., 16.]))
@@ -50,6 +54,12 @@ from untwine.nn.conv import GaussianVAE
 from untwine.seeding import make_generator
 
 MODES = ("auto", "loop", "grouped", "vmap")
+
+
+def stackable(architecture: str) -> bool:
+    """Whether ModelStack can hold models of `architecture`: not rpu_conv, whose BatchNorm running statistics are
+    buffers (the stack holds parameters only, and its "grouped" program has no BatchNorm layer)."""
+    return architecture != "rpu_conv"
 
 
 def _signature(model: GaussianVAE) -> tuple:
@@ -83,6 +93,12 @@ class ModelStack(nn.Module):
                 )
         if mode not in MODES:
             raise InvalidInputError(f"unknown ModelStack mode {mode!r}; choose one of {', '.join(MODES)}")
+        if not stackable(models[0].architecture):
+            raise InvalidInputError(
+                f"ModelStack cannot stack the {models[0].architecture!r} architecture: its BatchNorm layers keep "
+                "running statistics (buffers), which a stack of parameters does not hold; train such models one at a "
+                "time (stack size 1)"
+            )
         reference = _signature(models[0])
         for i, m in enumerate(models[1:], start=1):
             if _signature(m) != reference:
