@@ -89,6 +89,26 @@ def _generator(eval_seed: int, representation_name: str, metric: str, device) ->
     return torch.Generator(device=device).manual_seed(int(words.generate_state(1, dtype=np.uint64)[0] >> 1))
 
 
+def code_cache_for(
+    model,
+    dataset,
+    metrics: Iterable[str] | str,
+    representations: Sequence[str] = REPRESENTATIONS,
+    options: dict[str, dict] | None = None,
+    code_cache: CodeCache | bool | None = None,
+) -> CodeCache | None:
+    """The code cache `evaluate_model` uses (see its `code_cache`): built when the requested protocols would encode
+    more observations than `dataset` stores (counted by `planned_encodings`), or when `code_cache` is True."""
+    if isinstance(code_cache, CodeCache) or code_cache is False:
+        return code_cache or None
+    options = options or {}
+    names = metric_names(metrics)
+    planned = len(representations) * sum(planned_encodings(n, dataset, options.get(n)) for n in names)
+    if code_cache is True or worthwhile(planned, model, dataset):
+        return CodeCache.build(model, dataset)
+    return None
+
+
 def evaluate_model(
     model,
     dataset,
@@ -111,12 +131,9 @@ def evaluate_model(
             raise InvalidInputError(f"unknown representation {rep!r}; choose mean or sampled")
     options = options or {}
     results: dict[str, float] = {}
-    cache = code_cache if isinstance(code_cache, CodeCache) else None
-    if cache is None and code_cache is not False:
-        planned = len(representations) * sum(planned_encodings(n, dataset, options.get(n)) for n in names)
-        if code_cache is True or worthwhile(planned, model, dataset):
-            cache = CodeCache.build(model, dataset)
-            results["eval.code_cache.elapsed_s"] = cache.elapsed_s
+    cache = code_cache_for(model, dataset, names, representations, options, code_cache)
+    if cache is not None and cache is not code_cache:
+        results["eval.code_cache.elapsed_s"] = cache.elapsed_s
     for rep in representations:
         for name in names:
             data_gen = _generator(eval_seed, rep, name, dataset.device)
