@@ -174,6 +174,19 @@ def main() -> None:
         summary["largest_difference"] = float(np.nan_to_num(worst, nan=0.0))
         ratio = summary["current"]["cpu_s"] / summary["fast"]["cpu_s"]
         print(f"current / fast = {ratio:.2f}x CPU-s; largest difference of any value: {worst:.2g}")
+    if cache is not None:  # what encoding costs at the reference's sample counts, from the measured CPU-s per image
+        reference = len(reps) * sum(planned_encodings(metric, dataset) for metric in suite)
+        summary["reference_counts"] = {
+            "images_encoded_per_sample": reference,
+            "encoding_cpu_s_per_sample": reference * build["cpu_s_per_image"],
+            "images_encoded_with_cache": build["images"],
+            "encoding_cpu_s_with_cache": build["cpu_s"],
+        }
+        print(
+            f"at the reference counts ({', '.join(reps)}): per-sample encoding {reference:,} images "
+            f"~{reference * build['cpu_s_per_image']:.0f} CPU-s; the code cache {build['images']:,} images "
+            f"{build['cpu_s']:.0f} CPU-s"
+        )
     payload["summary"] = summary
     print(f"written to {save(name, dict(payload))}")
 
