@@ -27,6 +27,7 @@ import time
 import numpy as np
 from common import machine, save, tree_cpu_seconds
 
+from untwine.errors import UntwineError
 from untwine.evaluation.code_cache import planned_encodings
 from untwine.evaluation.evaluate import code_cache_for, evaluate_model, metric_names, scaled_options
 from untwine.runs import RunDir
@@ -51,11 +52,15 @@ CACHE_CHOICES = {"auto": None, "on": True, "off": False}
 def measure(model, dataset, rep: str, metric: str, options: dict, code_cache) -> dict:
     """One protocol on one representation: its values, wall and CPU seconds."""
     wall, cpu, load = time.perf_counter(), tree_cpu_seconds(), os.getloadavg()[0]
-    values = evaluate_model(model, dataset, [metric], [rep], options={metric: options}, code_cache=code_cache)
+    try:
+        values = evaluate_model(model, dataset, [metric], [rep], options={metric: options}, code_cache=code_cache)
+        error = None
+    except UntwineError as exc:  # e.g. a sample too small for the protocol: recorded, and the suite goes on
+        values, error = {}, str(exc)
     wall, cpu = time.perf_counter() - wall, tree_cpu_seconds() - cpu
     prefix = f"eval.{rep}.{metric}."
     values = {k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix) and not k.endswith("elapsed_s")}
-    return {"wall_s": wall, "cpu_s": cpu, "load_1min_at_start": load, "values": values}
+    return {"wall_s": wall, "cpu_s": cpu, "load_1min_at_start": load, "values": values, "error": error}
 
 
 def headline(values: dict) -> dict:
@@ -139,6 +144,8 @@ def main() -> None:
                     for k in headline(fast["values"])
                 )
                 diff = largest_difference(fast["values"], current["values"])
+                errors = {e for e in (fast["error"], current["error"]) if e}
+                shown += f"   error: {' | '.join(errors)}" if errors else ""
                 print(
                     f"{rep:8s} {label:32s} fast {fast['cpu_s']:8.1f} CPU-s  current {current['cpu_s']:8.1f} CPU-s   "
                     f"{shown}   (largest difference of any value: {diff:.2g})",
@@ -146,7 +153,7 @@ def main() -> None:
                 )
             else:
                 (only,) = [row[p] for p in paths]
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in headline(only["values"]).items())
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in headline(only["values"]).items()) or only["error"]
                 print(
                     f"{rep:8s} {label:32s} {only['wall_s']:8.1f} s wall {only['cpu_s']:8.1f} CPU-s   {shown}",
                     flush=True,
@@ -170,7 +177,7 @@ def main() -> None:
         built = " (code cache build included)" if uses_cache else ""
         print(f"{path_name}: suite ({', '.join(reps)}) {wall:.0f} s wall, {cpu:.0f} CPU-s{share}{built}")
     if args.compare:
-        worst = max(largest_difference(r["fast"]["values"], r["current"]["values"]) for r in rows)
+        worst = np.nanmax([largest_difference(r["fast"]["values"], r["current"]["values"]) for r in rows])
         summary["largest_difference"] = float(np.nan_to_num(worst, nan=0.0))
         ratio = summary["current"]["cpu_s"] / summary["fast"]["cpu_s"]
         print(f"current / fast = {ratio:.2f}x CPU-s; largest difference of any value: {worst:.2g}")
