@@ -7,7 +7,11 @@ The library is the product; the `untwine` command line is a thin skin over it.
     >>> untwine.metrics.mig(codes, factors)["discrete_mig"]  # reference MIG on arrays
 """
 
-from untwine import data, metrics, nn  # noqa: F401  (public subpackages)
-from untwine.errors import UntwineError  # noqa: F401
+from untwine._malloc import keep_freed_memory
+
+keep_freed_memory()  # before anything allocates tensors: glibc keeps freed memory (_malloc.py; UNTWINE_MALLOC=default)
+
+from untwine import data, metrics, nn  # noqa: E402, F401  (public subpackages)
+from untwine.errors import UntwineError  # noqa: E402, F401
 
 __version__ = "0.1.0"

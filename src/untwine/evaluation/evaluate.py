@@ -4,6 +4,8 @@ Keys: `eval.<representation>.<metric>.<key>`, e.g. `eval.mean.mig.discrete_mig`,
 reference's names (spec §7.2): `reference.<representation>.<metric config>.evaluation_results.<key>`, e.g.
 `reference.mean.factor_vae_metric.evaluation_results.eval_accuracy`, so rows can be matched with
 disentanglement_lib's aggregated results (keys whose meaning differs from the reference's are left out there).
+When the protocols would encode more observations than a stored data set holds, every stored image is encoded once
+per model into a code cache (code_cache.py) that all protocols and both representations gather from.
 As in disentanglement_lib's `dlib_reproduce` (spec §0), every model is evaluated with the same evaluation seeds,
 so the metrics' sampling noise is shared across models (and between a model and its untrained self).
 """
@@ -19,6 +21,7 @@ import torch
 
 from untwine.config import parse_value
 from untwine.errors import InvalidInputError
+from untwine.evaluation.code_cache import CodeCache, planned_encodings, worthwhile
 from untwine.evaluation.representation import REPRESENTATIONS, representation
 from untwine.metrics import NOT_REFERENCE_KEYS, PROTOCOLS, REFERENCE_NAMES
 
@@ -86,6 +89,26 @@ def _generator(eval_seed: int, representation_name: str, metric: str, device) ->
     return torch.Generator(device=device).manual_seed(int(words.generate_state(1, dtype=np.uint64)[0] >> 1))
 
 
+def code_cache_for(
+    model,
+    dataset,
+    metrics: Iterable[str] | str,
+    representations: Sequence[str] = REPRESENTATIONS,
+    options: dict[str, dict] | None = None,
+    code_cache: CodeCache | bool | None = None,
+) -> CodeCache | None:
+    """The code cache `evaluate_model` uses (see its `code_cache`): built when the requested protocols would encode
+    more observations than `dataset` stores (counted by `planned_encodings`), or when `code_cache` is True."""
+    if isinstance(code_cache, CodeCache) or code_cache is False:
+        return code_cache or None
+    options = options or {}
+    names = metric_names(metrics)
+    planned = len(representations) * sum(planned_encodings(n, dataset, options.get(n)) for n in names)
+    if code_cache is True or worthwhile(planned, model, dataset):
+        return CodeCache.build(model, dataset)
+    return None
+
+
 def evaluate_model(
     model,
     dataset,
@@ -93,10 +116,14 @@ def evaluate_model(
     representations: Sequence[str] = REPRESENTATIONS,
     eval_seed: int = 0,
     options: dict[str, dict] | None = None,
+    code_cache: CodeCache | bool | None = None,
 ) -> dict[str, float]:
     """Evaluate `model` on `dataset`: {"eval.<rep>.<metric>.<key>": value, ...}.
 
     options: per-metric keyword overrides of the reference defaults, e.g. {"mig": {"num_train": 2000}}.
+    code_cache: None (default) encodes every stored image once (a CodeCache) when the requested protocols would
+    encode more observations than the data set stores; True always does (for a stored data set), False never;
+    a CodeCache built for this model and data set is used as it is. Its build time is `eval.code_cache.elapsed_s`.
     """
     names = metric_names(metrics)
     for rep in representations:
@@ -104,12 +131,16 @@ def evaluate_model(
             raise InvalidInputError(f"unknown representation {rep!r}; choose mean or sampled")
     options = options or {}
     results: dict[str, float] = {}
+    cache = code_cache_for(model, dataset, names, representations, options, code_cache)
+    if cache is not None and cache is not code_cache:
+        results["eval.code_cache.elapsed_s"] = cache.elapsed_s
     for rep in representations:
         for name in names:
             data_gen = _generator(eval_seed, rep, name, dataset.device)
             noise_gen = _generator(eval_seed + 1, rep, name, next(model.parameters()).device)
             start = time.perf_counter()
-            values = PROTOCOLS[name](representation(model, rep, noise_gen), dataset, data_gen, **options.get(name, {}))
+            represent = representation(model, rep, noise_gen, cache)
+            values = PROTOCOLS[name](represent, dataset, data_gen, **options.get(name, {}))
             elapsed = time.perf_counter() - start
             reference = (
                 f"reference.{rep}.{REFERENCE_NAMES[name]}.evaluation_results" if name in REFERENCE_NAMES else None

@@ -27,10 +27,12 @@ ENCODE_BATCH_SIZE = 4096  # images per representation call
 
 def encode_factors(representation, dataset, factors: torch.Tensor, generator: torch.Generator) -> np.ndarray:
     """Codes [n, d] (float64) of the observations of `factors`, in representation calls of ENCODE_BATCH_SIZE."""
+    from untwine.evaluation.representation import encode_factors as codes_of
+
     chunks = []
     for i in range(0, factors.shape[0], ENCODE_BATCH_SIZE):
         part = factors[i : i + ENCODE_BATCH_SIZE]
-        codes = np.asarray(representation(dataset.observations(part, generator)))
+        codes = np.asarray(codes_of(representation, dataset, part, generator))
         if codes.ndim != 2 or codes.shape[0] != part.shape[0]:
             raise InvalidInputError(
                 f"the representation returned shape {list(codes.shape)} for {part.shape[0]} observations; "

@@ -73,7 +73,7 @@ def evaluate(
     """The reference protocol (spec §5.9); keys `mean_fairness:*` and `max_fairness:*`.
 
     The K target classifiers are fitted first, in parallel (`n_jobs`, see `fit_in_parallel`)."""
-    from untwine.evaluation.representation import encode, sample_codes
+    from untwine.evaluation.representation import encode_factors, sample_codes
 
     sizes = dataset.factor_sizes
     num = len(sizes)
@@ -90,8 +90,8 @@ def evaluate(
             base = dataset.sample_factors(num_test_points_per_class, generator)
             groups = base.repeat(sizes[j], 1)  # every value c of factor j applied to the same base vectors
             groups[:, j] = torch.arange(sizes[j], device=base.device).repeat_interleave(num_test_points_per_class)
-            observations = dataset.observations(groups, generator)
-            predictions = model.predict(encode(representation, observations, batch_size)).reshape(sizes[j], -1)
+            codes_groups = encode_factors(representation, dataset, groups, generator, batch_size)
+            predictions = model.predict(codes_groups).reshape(sizes[j], -1)
             counts = np.stack([np.bincount(p, minlength=sizes[i]) for p in predictions], axis=1)
             mean_matrix[i, j], max_matrix[i, j] = inter_group_fairness(counts)
     return {**fairness_scores(mean_matrix, "mean_fairness"), **fairness_scores(max_matrix, "max_fairness")}

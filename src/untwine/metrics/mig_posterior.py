@@ -70,11 +70,15 @@ def mig_posterior(means, logvars, factors, generator: torch.Generator) -> dict[s
 
 def evaluate(representation, dataset, generator: torch.Generator, num_train: int = 10_000) -> dict[str, float]:
     """Sample `num_train` points, encode them to q(z|x), and estimate MIG from the posteriors."""
-    encoder = getattr(representation, "gaussian_encoder", None)
-    if encoder is None:
+    from untwine.evaluation.representation import encode_factors
+
+    if getattr(representation, "gaussian_encoder", None) is None:
         raise InvalidInputError("the posterior MIG needs a model's Gaussian encoder (use untwine's representations)")
     factors = dataset.sample_factors(num_train, generator)
-    parts = [encoder(dataset.observations(factors[i : i + 256], generator)) for i in range(0, num_train, 256)]
+    parts = [
+        encode_factors(representation, dataset, factors[i : i + 256], generator, gaussian=True)
+        for i in range(0, num_train, 256)
+    ]
     means = np.concatenate([p[0] for p in parts])
     logvars = np.concatenate([p[1] for p in parts])
     return mig_posterior(means, logvars, factors.cpu().numpy(), generator)
