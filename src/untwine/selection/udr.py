@@ -144,16 +144,16 @@ def udr(
             f"no latent of {', '.join(empty)} has a KL above {kl_threshold:g}: UDR has nothing to compare (the "
             "reference fails here too; no_informative='zero' scores such pairs 0, as rPU-VAE does)"
         )
-    similarity = lasso_similarity if correlation == "lasso" else spearman_similarity
     raw = np.zeros((num_models, num_models, num_latents, num_latents))
     pairwise = np.zeros((num_models, num_models))
     for i in range(num_models):
         for j in range(num_models):
             if i == j:
                 continue
-            matrix = (
-                similarity(codes[i], codes[j], lasso_alpha) if correlation == "lasso" else similarity(codes[i], codes[j])
-            )
+            if correlation == "lasso":
+                matrix = lasso_similarity(codes[i], codes[j], lasso_alpha)
+            else:
+                matrix = spearman_similarity(codes[i], codes[j])
             raw[i, j] = matrix
             if filter_low_kl:
                 if not (masks[i].any() and masks[j].any()):
