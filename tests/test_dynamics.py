@@ -213,3 +213,15 @@ def test_dynamics_for_runs_names_runs_without_traces(traced_group):
         dyn.dynamics_for_runs([runs[0], root / "sparse"])
     with pytest.raises(InvalidInputError, match="at least 2"):
         dyn.dynamics_for_runs(runs[:1])
+
+
+def test_cli_select_dynamics(traced_group, capsys):
+    from untwine.cli import main
+
+    _, runs = traced_group
+    assert main(["select", "dynamics", *map(str, runs), "--components", "3", "--t", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "training dynamics: score" in out and "t = 2" in out and "seed1" in out
+    assert RunDir(runs[0]).read_results()["dynamics.t"] == 2
+    assert main(["select", "dynamics", *map(str, runs), "--t", "soon"]) == 2
+    assert "--t must be auto or a positive integer" in capsys.readouterr().err

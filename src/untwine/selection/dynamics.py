@@ -232,7 +232,8 @@ def dynamics_score(
     seed: int = 0,
 ) -> dict:
     """The score of one specification from its R realisations' traces [T, n, F_r] (same steps and samples; F may
-    differ). Returns {"score", "pairwise_mmd" [R, R], "realisation_scores" [R], "t", "t_per_realisation"}."""
+    differ). Returns {"score", "pairwise_mmd" [R, R], "realisation_scores" [R], "t", "t_per_realisation",
+    "timings" (seconds per phase)}."""
     if len(traces) < 2:
         raise InvalidInputError(
             f"the training-dynamics score compares realisations: it needs at least 2, got {len(traces)}"
@@ -240,17 +241,28 @@ def dynamics_score(
     shapes = {np.shape(trace)[:2] for trace in traces}
     if len(shapes) > 1 or any(np.ndim(trace) != 3 for trace in traces):
         raise InvalidInputError(f"the traces must share their steps and samples; got shapes {sorted(shapes)}")
+    clock = [time.perf_counter()]
+
+    def lap() -> float:
+        clock.append(time.perf_counter())
+        return clock[-1] - clock[-2]
+
     operators = [
         diffusion_operator(
             multislice_kernel(normalize_trace(trace), intraslice_knn, interslice_knn, decay, thresh, n_pca), thresh
         )
         for trace in traces
     ]
+    timings = {"kernel_s": lap()}
     per_realisation = [optimal_t(p, t_max) for p in operators] if t == "auto" else []
     shared = int(round(float(np.median(per_realisation)))) if t == "auto" else int(t)
     if shared < 1:
         raise InvalidInputError(f"the diffusion time t must be a positive integer, got {t}")
-    embeddings = joint_embedding([diffuse(p, shared) for p in operators], n_components)
+    timings["diffusion_time_s"] = lap()
+    kernels = [diffuse(p, shared) for p in operators]
+    timings["diffusion_s"] = lap()
+    embeddings = joint_embedding(kernels, n_components)
+    timings["embedding_s"] = lap()
     size = embeddings[0].shape[0]
     if size > max_points:  # the same nodes for every realisation
         keep = np.sort(np.random.default_rng(seed).choice(size, max_points, replace=False))
@@ -260,6 +272,7 @@ def dynamics_score(
     for r in range(count):
         for q in range(r + 1, count):
             pairwise[r, q] = pairwise[q, r] = mmd2(embeddings[r], embeddings[q])
+    timings["mmd_s"] = lap()
     upper = pairwise[np.triu_indices(count, 1)]
     return {
         "score": float(upper.mean()),
@@ -267,6 +280,7 @@ def dynamics_score(
         "realisation_scores": pairwise.sum(axis=1) / (count - 1),
         "t": shared,
         "t_per_realisation": per_realisation,
+        "timings": timings,
     }
 
 

@@ -119,7 +119,8 @@ def udr(
 
     representations: [M, N, d] encoder means; kl: [M, d] each latent's KL to the prior, averaged over the points.
     Returns {"model_scores": [M], "pairwise_disentanglement_scores": [M, M], "num_informative": [M]} (numpy), plus
-    "raw_correlations" [M, M, d, d] (the unfiltered similarity matrices) if asked. Quirks (module docstring):
+    "raw_correlations" [M, M, d, d] (the unfiltered similarity matrices) if asked (the reference's gin default
+    includes them). Quirks (module docstring):
     z-scored codes zeroed where KL <= 0.01 (hard-coded); lasso alpha 0.1 on standardised codes, R = |coef|^T,
     asymmetric; Spearman |rho|; rows/columns of latents with KL <= kl_threshold dropped if filter_low_kl;
     pair score = 1/2 (column mean + row mean) of max^2/sum with 0/0 -> 0; model score = median of column i;
@@ -179,13 +180,13 @@ def gaussian_kl(mean: np.ndarray, logvar: np.ndarray) -> np.ndarray:
     return 0.5 * (np.square(mean) + np.exp(logvar) - logvar - 1.0)
 
 
-def udr_generator(eval_seed: int, device="cpu"):
-    """The torch generator the UDR observations are drawn from: derived from the evaluation seed only, so every
-    model of a group (and every group of a study) sees the same observations."""
+def udr_generator(eval_seed: int):
+    """The (CPU) torch generator the UDR observations are drawn from: derived from the evaluation seed only, so
+    every model of a group (and every group of a study, on any device) sees the same observations."""
     import torch
 
     words = np.random.SeedSequence([eval_seed, *b"udr"]).generate_state(1, dtype=np.uint64)
-    return torch.Generator(device=device).manual_seed(int(words[0] >> 1))
+    return torch.Generator().manual_seed(int(words[0] >> 1))
 
 
 def encode_runs(
@@ -200,7 +201,6 @@ def encode_runs(
 
     The KL is the reference's: per-batch means of the per-point KL, averaged over the N / batch_size batches.
     Runs must share the data set (name, options, source) and the latent size; `group` names them in errors."""
-    from untwine.evaluation.representation import representation
     from untwine.runs import RunDir
 
     runs = [RunDir(r).require() for r in run_dirs]
@@ -208,10 +208,6 @@ def encode_runs(
     if len(runs) < 2:
         raise InvalidInputError(
             f"UDR compares the models of a group with each other: it needs at least 2 runs{label}, got {len(runs)}"
-        )
-    if num_points < 2 or batch_size < 1 or num_points % batch_size:
-        raise InvalidInputError(
-            f"num_points ({num_points}) must be a multiple of batch_size ({batch_size}) and at least 2"
         )
     configs = [run.config() for run in runs]
     data_of = [(c.dataset, c.dataset_source, sorted(c.dataset_options.items())) for c in configs]
@@ -222,16 +218,31 @@ def encode_runs(
     if len(dims) > 1:
         listing = ", ".join(f"{run.name}: {c.latent_dim}" for run, c in zip(runs, configs))
         raise InvalidInputError(f"UDR compares models with the same number of latents{label}; got {listing}")
-    dataset = runs[0].load_dataset(device=device)
-    _, observations = dataset.sample(num_points, udr_generator(eval_seed, dataset.device))
+    models = [run.load_model("final", device=device) for run in runs]
+    representations, kl = encode_models(models, runs[0].load_dataset(device=device), num_points, batch_size, eval_seed)
+    return representations, kl, runs
+
+
+def encode_models(
+    models: Sequence, dataset, num_points: int = 1000, batch_size: int = 10, eval_seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(representations [M, N, d], kl [M, d]) of models in memory (e.g. PBT members) on the same N observations of
+    `dataset`, drawn from the evaluation seed; the KL per batch of `batch_size`, averaged over batches. The models
+    are left in eval mode."""
+    from untwine.evaluation.representation import representation
+
+    if num_points < 2 or batch_size < 1 or num_points % batch_size:
+        raise InvalidInputError(
+            f"num_points ({num_points}) must be a multiple of batch_size ({batch_size}) and at least 2"
+        )
+    _, observations = dataset.sample(num_points, udr_generator(eval_seed))
     means, kls = [], []
-    for run in runs:
-        encoder = representation(run.load_model("final", device=device), "mean").gaussian_encoder
-        mean, logvar = encoder(observations)
+    for model in models:
+        mean, logvar = representation(model, "mean").gaussian_encoder(observations)
         means.append(mean)
         per_batch = gaussian_kl(mean, logvar).reshape(num_points // batch_size, batch_size, -1).mean(axis=1)
         kls.append(per_batch.mean(axis=0))
-    return np.stack(means), np.stack(kls), runs
+    return np.stack(means), np.stack(kls)
 
 
 def udr_for_runs(

@@ -40,10 +40,11 @@ TRACE_SEED = 0  # the evaluation seed the traced observations are drawn from (sh
 FLOAT16_MAX = 65504.0
 
 
-def trace_generator(seed: int = TRACE_SEED, device="cpu") -> torch.Generator:
-    """The generator the traced observations are drawn from: a function of the evaluation seed alone."""
+def trace_generator(seed: int = TRACE_SEED) -> torch.Generator:
+    """The (CPU) generator the traced observations are drawn from: a function of the evaluation seed alone, so runs
+    on any device trace the same observations."""
     words = np.random.SeedSequence([seed, *b"trace"]).generate_state(1, dtype=np.uint64)
-    return torch.Generator(device=device).manual_seed(int(words[0] >> 1))
+    return torch.Generator().manual_seed(int(words[0] >> 1))
 
 
 def _step_file(directory: Path, step: int) -> Path:
@@ -105,7 +106,7 @@ class TraceRecorder:
         self.directory = Path(run_path) / TRACE_DIR
         self.every = every
         self.seed = seed
-        self.factors, self.observations = dataset.sample(samples, trace_generator(seed, dataset.device))
+        self.factors, self.observations = dataset.sample(samples, trace_generator(seed))  # CPU: device-independent
 
     def start(self, model, step: int) -> None:
         """Drop entries after `step` (left by a killed run) and leftover temporary files; record `step` if due."""
