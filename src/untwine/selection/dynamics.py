@@ -25,10 +25,11 @@ A trace [T, n, F] holds a run's decoder activations (F hidden units) on n fixed 
 7. The score of the specification = the mean MMD^2 over pairs of realisations (paper §3.3 step 4); lower = more
    stable dynamics = better. Each realisation's score = its mean MMD^2 to the others.
 
-Differences from M-PHATE, each deliberate: PCA is exact (graphtools uses randomized PCA, an approximation of it);
-M-PHATE raises if `interslice_knn` >= T, here k is capped at T - 1; no landmarks (M-PHATE's embedding uses 4,000
-landmarks above 4,000 nodes; the score needs the full operator). The operators are dense N x N: keep N = T n to a
-few thousand on a CPU (2,000 nodes: ~32 MB per operator).
+Differences from M-PHATE, each deliberate: the PCA is exact (graphtools' randomized PCA approximates it, unseeded,
+so M-PHATE's kernel varies from call to call when F > 100 -- by ~1e-2 on flat spectra); M-PHATE raises if
+`interslice_knn` >= T, here k is capped at T - 1; no landmarks (M-PHATE's embedding uses 4,000 landmarks above
+4,000 nodes; the score needs the full operator). The operators are dense N x N: keep N = T n to a few thousand on
+a CPU (2,100 nodes: 35 MB per operator; the diffusion time's SVD and the matrix powers cost O(N^3) each).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import linalg, sparse
 from scipy.spatial.distance import cdist, pdist, squareform
-from sklearn.decomposition import PCA
 
 from untwine.errors import InvalidInputError
 
@@ -65,12 +65,15 @@ def normalize_trace(trace) -> np.ndarray:
 
 
 def reduce_trace(trace: np.ndarray, n_pca: int | None = 100) -> np.ndarray:
-    """One PCA over all T n rows to n_pca dimensions, when F > n_pca and T n > n_pca (else the trace as is)."""
+    """One exact PCA over all T n rows to n_pca dimensions (the leading eigenvectors of the F x F scatter matrix),
+    when F > n_pca and T n > n_pca; else the trace as is. Signs are arbitrary: distances do not depend on them."""
     steps, samples, features = trace.shape
     if n_pca is None or n_pca >= features or n_pca >= steps * samples:
         return trace
-    reduced = PCA(n_pca, svd_solver="full").fit_transform(trace.reshape(steps * samples, features))
-    return reduced.reshape(steps, samples, n_pca)
+    rows = trace.reshape(steps * samples, features)
+    centred = rows - rows.mean(axis=0)
+    _, axes = linalg.eigh(centred.T @ centred, subset_by_index=[features - n_pca, features - 1])
+    return (centred @ axes[:, ::-1]).reshape(steps, samples, n_pca)
 
 
 def intraslice_kernel(points: np.ndarray, knn: int = 2, decay: float = 5.0, thresh: float = 1e-4) -> np.ndarray:
