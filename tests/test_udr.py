@@ -16,6 +16,7 @@ from untwine.cli import main
 from untwine.config import TrainConfig
 from untwine.errors import InvalidInputError
 from untwine.runs import RunDir
+from untwine.selection.groups import seed_groups
 from untwine.selection.udr import encode_runs, relative_strength, udr, udr_for_runs, udr_generator
 from untwine.training import Trainer
 
@@ -258,12 +259,29 @@ def test_udr_for_runs_rejects_bad_groups(seed_group, tmp_path):
     assert "udr.lasso.model_score" not in RunDir(seed_group[0]).read_results()
 
 
-def test_cli_select_udr(seed_group, capsys):
-    code = main(["select", "udr", *map(str, seed_group[:2]), "--num-points", "50", "--batch-size", "5"])
+def test_runs_are_grouped_by_specification(seed_group, tmp_path):
+    for seed in (0, 1):
+        Trainer(TrainConfig(steps=3, seed=seed, beta=4.0, **SMALL), tmp_path / f"b4-seed{seed}").train()
+    groups = seed_groups([tmp_path / "b4-seed0", *seed_group, tmp_path / "b4-seed1"])
+    assert {label: [r.name for r in runs] for label, runs in groups.items()} == {
+        "beta=4.0": ["b4-seed0", "b4-seed1"],
+        "beta=1.0": ["seed0", "seed1", "seed2"],
+    }
+    assert list(seed_groups(seed_group)) == ["beta_vae"]
+    with pytest.raises(InvalidInputError, match=r"group beta=4.0 has 1 run \(b4-seed0\).*at least 2"):
+        seed_groups([*seed_group, tmp_path / "b4-seed0"])
+
+
+def test_cli_select_udr(seed_group, tmp_path, capsys):
+    for seed in (0, 1):
+        Trainer(TrainConfig(steps=3, seed=seed, beta=4.0, **SMALL), tmp_path / f"b4-seed{seed}").train()
+    others = [str(tmp_path / "b4-seed0"), str(tmp_path / "b4-seed1")]
+    code = main(["select", "udr", *map(str, seed_group[:2]), *others, "--num-points", "50", "--batch-size", "5"])
     assert code == 0
     out = capsys.readouterr().out
-    assert "seed0" in out and "seed1" in out
+    assert "seed0" in out and "b4-seed1" in out and "beta=4.0" in out
     stored = json.loads((seed_group[0] / "results.json").read_text())
     assert 0.0 <= stored["udr.lasso.model_score"] <= 1.0
+    assert json.loads((tmp_path / "b4-seed1" / "results.json").read_text())["udr.lasso.num_models"] == 2
     assert main(["select", "udr", str(seed_group[0])]) == 2
-    assert "at least 2 runs" in capsys.readouterr().err
+    assert "each group needs at least 2" in capsys.readouterr().err
