@@ -179,3 +179,18 @@ def test_planned_encodings_are_the_reference_sample_counts():
     expected_fairness = 10_000 + sum(sum(sizes) - sizes[i] for i in range(5)) * 100
     assert planned_encodings("fairness", Grid) == expected_fairness
     assert planned_encodings("beta_vae", Grid, {"num_train": 10, "num_eval": 5, "batch_size": 2}) == 60
+
+
+def test_label_noise_is_served_from_the_cache_with_the_same_numbers(model, data):
+    """A NoisyLabels wrapper is gathered from the wrapped storage, perturbing the factors exactly as without it."""
+    options = {
+        "mig": {"num_train": 300, "label_noise": 3},
+        "sap": {"num_train": 200, "num_test": 100, "label_noise": 1},
+    }
+    cache = CodeCache.build(model, data)
+    cached = evaluate_model(model, data, ["mig", "sap"], ["sampled"], options=options, code_cache=cache, eval_seed=2)
+    direct = evaluate_model(model, data, ["mig", "sap"], ["sampled"], options=options, code_cache=False, eval_seed=2)
+    noisy = {k: v for k, v in direct.items() if "_label_noise" in k and not k.endswith("elapsed_s")}
+    assert noisy and "eval.sampled.mig_label_noise3.discrete_mig" in noisy
+    for key, value in noisy.items():
+        assert cached[key] == pytest.approx(value, abs=1e-9), key

@@ -96,6 +96,8 @@ class TrainConfig(BaseModel):
     log_every: int = Field(50, ge=1)
     checkpoint_every: int = Field(1000, ge=1)
     divergence_threshold: float = Field(1e10, gt=0.0, description="stop if the loss exceeds this")
+    trace_every: int = Field(0, ge=0, description="record decoder activations on fixed observations every N steps")
+    trace_samples: int = Field(100, ge=2, description="observations traced (drawn from the evaluation seed)")
 
     @field_validator("method")
     @classmethod

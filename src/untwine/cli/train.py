@@ -48,6 +48,10 @@ def train(
     device: Optional[str] = typer.Option(None, help="cpu or cuda"),
     log_every: Optional[int] = typer.Option(None, help="log every N steps"),
     checkpoint_every: Optional[int] = typer.Option(None, help="checkpoint every N steps"),
+    trace_every: Optional[int] = typer.Option(
+        None, help="record the decoder's activations on fixed observations every N steps (training-dynamics score)"
+    ),
+    trace_samples: Optional[int] = typer.Option(None, help="observations traced (default 100)"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file with a run config; flags override it"),
     resume: bool = typer.Option(False, "--resume", help="continue the run(s) in --out from the last checkpoint"),
     stack_size: Optional[int] = typer.Option(
@@ -57,7 +61,7 @@ def train(
     """Train one model, or every combination of listed hyperparameter values and seeds, into run directories.
 
     Several runs of one method are trained together as a ModelStack (each is still its own run directory);
-    FactorVAE runs are trained one after another."""
+    FactorVAE runs and traced runs (--trace-every) are trained one after another."""
     from untwine.runs import RunDir
     from untwine.study.grid import run_name, study_config
 
@@ -88,6 +92,8 @@ def train(
         device=device,
         log_every=log_every,
         checkpoint_every=checkpoint_every,
+        trace_every=trace_every,
+        trace_samples=trace_samples,
     )
     if preset is not None:
         if method is None or value_index is None:
@@ -114,7 +120,7 @@ def train(
     names = [run_name(config) for config in configs]
     if stack_size is not None and stack_size < 1:
         raise typer.BadParameter("--stack-size must be at least 1")
-    size = 1 if configs[0].method == "factor_vae" else (stack_size or len(configs))
+    size = 1 if configs[0].method == "factor_vae" or configs[0].trace_every else (stack_size or len(configs))
     console.print(
         f"{len(configs)} runs into {out}/ ({'stacks of up to ' + str(size) if size > 1 else 'one at a time'})"
     )

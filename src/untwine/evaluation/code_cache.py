@@ -132,8 +132,9 @@ class CodeCache:
 
     def index(self, dataset, factors: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Storage rows of the observations of `factors`: the same validation and nuisance draws as
-        `dataset.observations(factors, generator)`."""
-        self.check_dataset(dataset)
+        `dataset.observations(factors, generator)`. A wrapper that keeps its data set in `.dataset` (NoisyLabels)
+        is served from the wrapped storage through its own `grid_index`."""
+        self.check_dataset(getattr(dataset, "dataset", dataset))
         factors = dataset.check_factors(factors).to(dataset.device)
         return dataset.grid_index(factors, generator).to(self.device)
 

@@ -24,6 +24,7 @@ from untwine.errors import InvalidInputError
 from untwine.evaluation.code_cache import CodeCache, planned_encodings, worthwhile
 from untwine.evaluation.representation import REPRESENTATIONS, representation
 from untwine.metrics import NOT_REFERENCE_KEYS, PROTOCOLS, REFERENCE_NAMES
+from untwine.selection.label_noise import with_label_noise
 
 DEFAULT_METRICS = ("mig",)
 
@@ -77,7 +78,7 @@ def parse_option(text: str, metrics: Sequence[str]) -> tuple[str, str, object]:
         for p in inspect.signature(PROTOCOLS[metric]).parameters
         if p not in ("representation", "dataset", "generator")
     ]
-    if key not in settings:
+    if key not in settings and key != "label_noise":  # label_noise: selection/label_noise.py (Holtz et al. Table 2)
         raise InvalidInputError(
             f"--option {text!r}: {metric} has no setting {key!r}; its settings: {', '.join(settings)}"
         )
@@ -120,7 +121,8 @@ def evaluate_model(
 ) -> dict[str, float]:
     """Evaluate `model` on `dataset`: {"eval.<rep>.<metric>.<key>": value, ...}.
 
-    options: per-metric keyword overrides of the reference defaults, e.g. {"mig": {"num_train": 2000}}.
+    options: per-metric keyword overrides of the reference defaults, e.g. {"mig": {"num_train": 2000}};
+    {"mig": {"label_noise": 2}} scores with Holtz et al.'s noise regime 2 under `eval.<rep>.mig_label_noise2.*`.
     code_cache: None (default) encodes every stored image once (a CodeCache) when the requested protocols would
     encode more observations than the data set stores; True always does (for a stored data set), False never;
     a CodeCache built for this model and data set is used as it is. Its build time is `eval.code_cache.elapsed_s`.
@@ -138,18 +140,22 @@ def evaluate_model(
         for name in names:
             data_gen = _generator(eval_seed, rep, name, dataset.device)
             noise_gen = _generator(eval_seed + 1, rep, name, next(model.parameters()).device)
+            settings = dict(options.get(name, {}))
+            data, label = with_label_noise(dataset, name, settings.pop("label_noise", 0), eval_seed, rep)
             start = time.perf_counter()
             represent = representation(model, rep, noise_gen, cache)
-            values = PROTOCOLS[name](represent, dataset, data_gen, **options.get(name, {}))
+            values = PROTOCOLS[name](represent, data, data_gen, **settings)
             elapsed = time.perf_counter() - start
             reference = (
-                f"reference.{rep}.{REFERENCE_NAMES[name]}.evaluation_results" if name in REFERENCE_NAMES else None
+                f"reference.{rep}.{REFERENCE_NAMES[name]}.evaluation_results"
+                if name in REFERENCE_NAMES and label == name
+                else None
             )
             for key, value in values.items():
-                results[f"eval.{rep}.{name}.{key}"] = value
+                results[f"eval.{rep}.{label}.{key}"] = value
                 if reference and key not in NOT_REFERENCE_KEYS.get(name, ()):
                     results[f"{reference}.{key}"] = value
-            results[f"eval.{rep}.{name}.elapsed_s"] = elapsed
+            results[f"eval.{rep}.{label}.elapsed_s"] = elapsed
             if reference:
                 results[f"{reference}.elapsed_time"] = elapsed
     return results

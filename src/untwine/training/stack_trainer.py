@@ -38,6 +38,8 @@ def check_stackable(configs: Sequence[TrainConfig]) -> None:
         raise InvalidInputError("a stack needs at least one run")
     if configs[0].method == "factor_vae":
         raise InvalidInputError("factor_vae runs are not stacked (each needs its own discriminator); train them singly")
+    if configs[0].trace_every:
+        raise InvalidInputError("traced runs (trace_every) are not stacked yet; train them singly")
     shared = {k: v for k, v in configs[0].model_dump().items() if k not in PER_MEMBER}
     for config in configs[1:]:
         other = {k: v for k, v in config.model_dump().items() if k not in PER_MEMBER}

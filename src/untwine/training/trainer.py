@@ -25,6 +25,7 @@ from untwine.runs import RunDir
 from untwine.seeding import make_generator
 from untwine.training.checkpoint import load_checkpoint
 from untwine.training.logging import TrainingLog
+from untwine.training.trace import TraceRecorder
 
 RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every")
 ProgressFn = Callable[[int, int, dict[str, float]], None]
@@ -95,6 +96,11 @@ class Trainer:
         self.hyperparameters = config.hyperparameters()
         self.step = 0
         self.elapsed = 0.0
+        self.trace = (  # decoder activations for the training-dynamics score (training/trace.py)
+            TraceRecorder(self.run.path, self.dataset, config.trace_every, config.trace_samples)
+            if config.trace_every
+            else None
+        )
 
     def _prepare_run_dir(self, resume: bool) -> None:
         checkpoints = self.run.checkpoints
@@ -181,6 +187,8 @@ class Trainer:
     def train(self, resume: bool = False) -> dict[str, float]:
         """Train to `config.steps`; returns the training summary (also merged into results.json as train.*)."""
         self._prepare_run_dir(resume)
+        if self.trace:
+            self.trace.start(self.model, self.step)
         log = TrainingLog(self.run.path, resume_step=self.step)
         self.model.train()
         sums: dict[str, float] = {}
@@ -191,6 +199,8 @@ class Trainer:
             while self.step < self.config.steps:
                 terms = self.train_step()
                 self.step += self.steps_per_iteration
+                if self.trace:
+                    self.trace.after_step(self.model, self.step)
                 for name, value in terms.items():
                     sums[name] = sums.get(name, 0.0) + float(value.detach())
                 count += 1

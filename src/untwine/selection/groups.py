@@ -1,0 +1,55 @@
+"""Seed groups: runs that share everything but the seed (one specification's realisations), the unit that UDR and
+the training-dynamics score compare within."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from untwine.errors import InvalidInputError
+
+# settings that do not change what is trained (where and how it is logged), or that differ between realisations
+NOT_SPECIFICATION = (
+    "seed",
+    "device",
+    "data_dir",
+    "log_every",
+    "checkpoint_every",
+    "channels_last",
+    "divergence_threshold",
+    "trace_every",
+    "trace_samples",
+)
+
+
+def specification(config) -> dict:
+    """The settings that define a run's specification: its config without the seed and bookkeeping."""
+    return {k: v for k, v in config.model_dump().items() if k not in NOT_SPECIFICATION}
+
+
+def seed_groups(run_dirs: Sequence, min_size: int = 2) -> dict[str, list]:
+    """{label: [RunDir, ...]}: the runs grouped by specification, in the order first seen. A label names what
+    distinguishes the group from the others (e.g. "beta=4.0"), or the method if there is one group. A group with
+    fewer than `min_size` runs is a clear error naming it (before anything is computed)."""
+    from untwine.runs import RunDir
+
+    runs = [RunDir(r).require() for r in run_dirs]
+    keyed: dict[str, list] = {}
+    specs: dict[str, dict] = {}
+    for run in runs:
+        spec = specification(run.config())
+        key = json.dumps(spec, sort_keys=True, default=str)
+        keyed.setdefault(key, []).append(run)
+        specs[key] = spec
+    varying = sorted({k for spec in specs.values() for k in spec if len({repr(s.get(k)) for s in specs.values()}) > 1})
+    groups = {}
+    for key, members in keyed.items():
+        spec = specs[key]
+        label = ", ".join(f"{k}={spec[k]}" for k in varying) if varying else spec["method"]
+        if len(members) < min_size:
+            raise InvalidInputError(
+                f"group {label} has {len(members)} run ({members[0].name}); each group needs at least {min_size} "
+                "seeds of the same specification"
+            )
+        groups[label] = members
+    return groups
