@@ -12,7 +12,8 @@ The factors are ignored.
 Differences from the reference: fewer than 2 code dims raise InvalidInputError (the reference crashes in np.diag).
 Where the reference returns NaN or inf, an InvalidInputError says why: an exactly constant code dim (log 0 in the
 total correlation, 0/0 in the normalised Wasserstein score), no more points than dims, or linearly dependent dims
-(a singular covariance: infinite total correlation).
+(a covariance of deficient rank by numpy's `matrix_rank` tolerance: an infinite total correlation, which rounding
+would otherwise turn into an arbitrary large number).
 """
 
 from __future__ import annotations
@@ -57,8 +58,7 @@ def unsupervised(codes, num_bins: int = 20) -> dict[str, float]:
             "undefined (log of a zero variance)"
         )
     cov = np.cov(codes, rowvar=False, ddof=1)
-    sign, _ = np.linalg.slogdet(cov)
-    if sign <= 0:
+    if np.linalg.matrix_rank(cov) < d:  # numpy's SVD tolerance: rounding must not pass for a finite TC
         raise InvalidInputError(
             "the codes' covariance is singular (linearly dependent code dimensions): the Gaussian total correlation "
             "is infinite"

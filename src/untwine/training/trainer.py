@@ -169,8 +169,7 @@ class Trainer:
             try:
                 state = load_checkpoint(path, self.model, self.optimizers, self.generators, self.modules())
             except CheckpointError as exc:
-                damaged.append(f"{path.name} ({exc})")
-                warnings.warn(f"{path} is damaged and skipped: {exc}", UntwineWarning, stacklevel=2)
+                damaged.append(f"{path.name}: {exc}")
                 continue
             if limit is not None and state["step"] > limit:
                 continue
@@ -189,7 +188,8 @@ class Trainer:
                 warnings.warn(message, UntwineWarning, stacklevel=2)
             return 0
         if damaged:
-            message = f"{self.run.path}: resuming from {path.name} at step {self.step}"
+            skipped = "; ".join(damaged)
+            message = f"{self.run.path}: skipped damaged {skipped}; resuming from {path.name} at step {self.step}"
             warnings.warn(message, UntwineWarning, stacklevel=2)
         if self.step > self.config.steps:
             raise InvalidInputError(
