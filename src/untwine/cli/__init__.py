@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _one_line_warnings():
             result = app(args=argv, prog_name="untwine", standalone_mode=False)
+        if result == 130:  # Typer turns KeyboardInterrupt into Exit(130) and returns its code; commands return None
+            print(INTERRUPTED, file=sys.stderr)
         return result if isinstance(result, int) else 0
     except UntwineError as exc:
         for line in getattr(exc, "lines", None) or [str(exc)]:

@@ -70,5 +70,7 @@ def report(
     from untwine.runs import RunDir
     from untwine.viz.report import write_report
 
-    path = write_report(RunDir(run).require(), regenerate_figures=regenerate)
+    run_dir = RunDir(run).require()
+    run_dir.read_results()  # a corrupt results.json is an error before any figure is drawn
+    path = write_report(run_dir, regenerate_figures=regenerate)
     console.print(f"report: {path}")

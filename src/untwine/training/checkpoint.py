@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from untwine.errors import CheckpointError
+from untwine.errors import CheckpointError, StorageError
 from untwine.lock import storage_error
 from untwine.training.faults import crash_point
 
@@ -162,6 +162,8 @@ def save_checkpoint(
             os.rename(old, directory)  # the replacement failed: put the checkpoint back
         if isinstance(exc, OSError):
             raise storage_error(exc, "write checkpoint", directory) from None
+        if isinstance(exc, SafetensorError):  # safetensors reports its I/O errors (a full disk...) this way
+            raise StorageError(f"cannot write checkpoint {directory}: {exc}") from None
         raise
 
 
