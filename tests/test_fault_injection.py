@@ -109,6 +109,7 @@ def check_schedules(tmp_path, dsprites, make, points, seeds, kills_per_run) -> i
         crash_points = schedule(seed, kills_per_run, points)
         configs, paths = make(tmp_path, f"killed{seed}-")
         killed = train_with_kills(configs, paths, dsprites, crash_points)
+        print(f"schedule {seed}: killed at {killed}")  # shown with -s: the kill points that fired
         total += len(killed)
         for want, path in zip(expected, paths):
             assert_identical(want, snapshot(path))
