@@ -267,7 +267,7 @@ def availability(name: str, data_dir: str | Path | None = None) -> tuple[bool, s
             info.build(data_dir=root)
     except UntwineError as exc:
         return False, str(exc)
-    return True, "files found and readable" if found else "rendered offline (official file not found)"
+    return True, "files found" if found else "rendered offline (official file not found)"
 
 
 def get_dataset(
