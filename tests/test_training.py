@@ -268,10 +268,16 @@ def test_two_trainings_into_one_directory_one_is_refused_naming_the_holder(tmp_p
 
 
 def test_a_dead_holder_does_not_block_the_run(tmp_path, dsprites):
-    from forks import kill_holding_lock
+    from forks import kill_holding_lock, lock_held_elsewhere
+
+    from untwine.lock import is_locked
 
     path = tmp_path / "a"
+    with lock_held_elsewhere(path):
+        assert is_locked(path)
+    assert not is_locked(path)
     dead = kill_holding_lock(path)
+    assert not is_locked(path), "the kernel released the lock of the killed holder"
     Trainer(TrainConfig(steps=2, checkpoint_every=2, **TINY), path, dataset=dsprites).train()
     holder = json.loads((path / ".lock").read_text())
     assert holder["pid"] == os.getpid() != dead
