@@ -109,3 +109,47 @@ def test_demo_end_to_end(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert {"eval.mean.mig.discrete_mig", "untrained.eval.mean.mig.discrete_mig", "train.global_step"} <= set(results)
     assert (out / "report.html").exists() and (out / "figures" / "traversals.gif").exists()
+
+
+def test_datasets_list_json_and_unwrapped_tables(capsys, tmp_path):
+    from untwine.data.registry import dataset_names
+
+    assert main(["datasets", "list", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in records] == dataset_names()
+    dsprites = records[0]
+    assert dsprites["factor_sizes"] == [3, 6, 40, 32, 32] and dsprites["observation_shape"] == [1, 64, 64]
+    assert dsprites["available"] is True and records[[r["name"] for r in records].index("cars3d")]["available"] is False
+    # piped (not a terminal): one line per row, no name or path broken across lines
+    assert main(["datasets", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for record in records:
+        assert any(f" {record['name']} " in line for line in lines), record["name"]
+        for file in record["files"]:
+            assert any(file in line for line in lines), file
+
+
+def test_datasets_list_checks_files_as_training_does(capsys, tmp_path):
+    (tmp_path / "cars").mkdir()
+    (tmp_path / "cars" / "car.mat").write_bytes(b"not a mat file")
+    assert main(["datasets", "list", "--json", "--data-dir", str(tmp_path)]) == 0
+    cars = {r["name"]: r for r in json.loads(capsys.readouterr().out)}["cars3d"]
+    assert cars["available"] is False and "is not a readable .mat file" in cars["status"]
+    assert main(["train", "--out", str(tmp_path / "r"), "--dataset", "cars3d", "--data-dir", str(tmp_path)]) == 2
+    assert cars["status"].removeprefix("no: ") in capsys.readouterr().err  # the same message
+
+
+def test_a_failing_metric_does_not_lose_the_others(tmp_path, capsys, dsprites):
+    from untwine.config import TrainConfig
+    from untwine.training import Trainer
+
+    run = tmp_path / "run"
+    Trainer(TrainConfig(steps=2, batch_size=4), run, dataset=dsprites).train()
+    argv = ["evaluate", str(run), "--metrics", "mig,modularity_explicitness,irs", "--num-points", "100"]
+    # with 100 points, modularity's 50 test points hold orientations its 100 training points lack: it fails
+    assert main([*argv, "--representation", "mean"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: modularity_explicitness: the test set has factor value")
+    results = json.loads((run / "results.json").read_text())
+    assert 0.0 <= results["eval.mean.mig.discrete_mig"] <= 1.0 and "eval.mean.irs.IRS" in results
+    assert not [k for k in results if "modularity" in k]

@@ -73,7 +73,8 @@ def test_two_dimensional_case_by_hand_uses_ddof_one():
 def test_duplicated_code_gives_large_mutual_information():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(5000, 3))
-    duplicated = unsupervised(np.c_[x, x[:, 0]])["mutual_info_score"]
+    # (an exact copy makes the covariance singular, which is an error: see test_degenerate_codes_are_errors)
+    duplicated = unsupervised(np.c_[x, x[:, 0] + 1e-6 * rng.normal(size=5000)])["mutual_info_score"]
     independent = unsupervised(np.c_[x, rng.normal(size=5000)])["mutual_info_score"]
     assert independent < 0.03
     # the duplicated pair (both orders) carries ~ H(20-bin gaussian) ~ 2.3 nats: 2 of 12 ordered pairs
@@ -98,3 +99,19 @@ def test_protocol_ignores_factors_and_is_deterministic():
     b = unsupervised_module.evaluate(read, data, torch.Generator().manual_seed(0), num_train=2000)
     assert a == b and set(a) == KEYS
     assert abs(a["gaussian_total_correlation"]) < 0.01  # the two factors are sampled independently
+
+
+def test_degenerate_codes_are_errors_not_nan():
+    """Where the reference returns NaN or inf, an InvalidInputError says why (module docstring)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 4))
+    with pytest.raises(InvalidInputError, match=r"column\(s\) \[0, 1, 2, 3\] are constant"):
+        unsupervised(np.ones((200, 4)))
+    constant_column = x.copy()
+    constant_column[:, 2] = 7.0
+    with pytest.raises(InvalidInputError, match=r"column\(s\) \[2\] are constant"):
+        unsupervised(constant_column)
+    with pytest.raises(InvalidInputError, match="more points than code dimensions"):
+        unsupervised(x[:2])
+    with pytest.raises(InvalidInputError, match="singular"):
+        unsupervised(np.c_[x, x[:, 0] + x[:, 1]])  # a dimension that is a sum of two others

@@ -7,22 +7,35 @@ runs/<run>/config.toml     the resolved config (everything needed to rerun)
                            and untrained.eval.* for the same network before training
           figures/         reconstructions.png, samples.png, traversals.png, traversals.gif, ...
           report.html      everything above on one page
+          .lock            held (flock) by the one process training or evaluating the run (lock.py)
+
+Whoever writes a run directory holds its lock (`RunDir.lock`): `Trainer` and `StackTrainer` for the whole training,
+`evaluate_run` for the whole evaluation. Taking the lock also repairs what a killed writer left behind
+(`CheckpointDir.recover`, temporary files of atomic writes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
+import tomli_w
 import torch
 
 from untwine.config import TrainConfig
 from untwine.data import FactorDataset, dataset_info, get_dataset
 from untwine.errors import CheckpointError, InvalidInputError
+from untwine.lock import DirectoryLock, storage_error
 from untwine.nn import GaussianVAE
 from untwine.seeding import make_generator
 from untwine.training.checkpoint import CheckpointDir, atomic_write_text, load_weights
 from untwine.training.logging import read_jsonl
+
+EVALUATION_PREFIXES = ("eval.", "reference.")  # results computed from the final weights (untrained.* are not)
 
 
 class RunDir:
@@ -61,13 +74,61 @@ class RunDir:
     def read_log(self) -> list[dict]:
         return read_jsonl(self.log_path)
 
+    @contextlib.contextmanager
+    def lock(self, purpose: str = "working"):
+        """Hold the run directory's lock (creating the directory if needed; a RunInUseError naming the holder if
+        another process has it), check that the directory is writable, and repair what a killed writer left."""
+        with DirectoryLock(self.path, purpose):
+            self.check_writable()
+            self.checkpoints.recover()
+            for tmp in self.path.glob(".*.tmp"):  # atomic_write_text's temporary files
+                tmp.unlink(missing_ok=True)
+            yield self
+
+    def check_writable(self) -> None:
+        """A StorageError unless a file can be created in the run directory (before any work is done)."""
+        try:
+            fd, name = tempfile.mkstemp(dir=self.path, prefix=".probe.", suffix=".tmp")
+        except OSError as exc:
+            raise storage_error(exc, "write to", self.path) from None
+        os.close(fd)
+        os.unlink(name)
+
+    def write_config(self, config: TrainConfig) -> None:
+        data = {k: v for k, v in config.model_dump().items() if v is not None}
+        atomic_write_text(self.config_path, tomli_w.dumps(data))
+
     def read_results(self) -> dict:
         if not self.results_path.exists():
             return {}
         try:
-            return json.loads(self.results_path.read_text())
-        except json.JSONDecodeError as exc:
+            results = json.loads(self.results_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidInputError(f"corrupt results file {self.results_path}: {exc}") from None
+        if not isinstance(results, dict):
+            raise InvalidInputError(
+                f"corrupt results file {self.results_path}: it holds a JSON {type(results).__name__}, not an object "
+                "(move it aside to start a new one)"
+            )
+        return results
+
+    def drop_evaluation(self) -> list[str]:
+        """Remove what was computed from the final weights (eval.* and reference.* results, figures, report),
+        before those weights change; returns what was removed."""
+        results = self.read_results()
+        stale = [k for k in results if k.startswith(EVALUATION_PREFIXES)]
+        if stale:
+            kept = {k: v for k, v in results.items() if k not in stale}
+            atomic_write_text(self.results_path, json.dumps(kept, indent=1, sort_keys=True))
+        removed = [f"{len(stale)} evaluation results"] if stale else []
+        for path in (self.figures_dir, self.report_path, self.path / "eval" / "trained"):
+            if path.is_dir():
+                shutil.rmtree(path)
+                removed.append(path.name)
+            elif path.exists():
+                path.unlink()
+                removed.append(path.name)
+        return removed
 
     def update_results(self, values: dict) -> dict:
         """Merge `values` into results.json (atomically) and return the merged dict."""

@@ -1,14 +1,41 @@
-"""Helpers the command groups share: progress display, config assembly, number lists."""
+"""Helpers the command groups share: tables (or JSON), progress display, config assembly, number lists."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 from untwine.cli.app import console
+
+JSON_OPTION = typer.Option(False, "--json", help="print JSON (one array of objects) instead of a table")
+
+
+def print_records(records: Sequence[dict], columns: dict[str, str], title: str, as_json: bool = False) -> None:
+    """List/status output: `records` (JSON-ready dicts) as a table of `columns` {key: header}, or with `as_json`
+    as one JSON array on stdout. Values that are lists print one per line in their cell. On a terminal the table
+    fits the width and long cells fold; elsewhere (a pipe, a file) cells never wrap, so each name stays whole."""
+    if as_json:
+        typer.echo(json.dumps(list(records), indent=1))
+        return
+    terminal = console.is_terminal
+    table = Table(title=title)
+    for header in columns.values():
+        table.add_column(header, overflow="fold" if terminal else "ignore", no_wrap=not terminal)
+    for record in records:
+        cells = []
+        for key in columns:
+            value = record.get(key, "")
+            cells.append("\n".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
+        table.add_row(*cells)
+    # a pipe gets the table at its natural width (rich would otherwise squeeze it into 80 columns)
+    (console if terminal else Console(file=console.file, width=100_000)).print(table)
 
 
 def progress_bar(total: int, start: int, label: str):
@@ -45,6 +72,9 @@ def train_run(config, out: Path, resume: bool) -> None:
     trainer.progress = update
     with progress:
         summary = trainer.train(resume=resume)
+    if trainer.already_finished:
+        console.print(f"{out}: already finished at step {trainer.step} (ask for more --steps to extend it)")
+        return
     console.print(
         f"trained {summary['train.global_step']} steps in {summary['train.elapsed_s']:.0f} s -> {out}/checkpoints/final"
     )

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from untwine.cli.app import app, console
+from untwine.cli.common import JSON_OPTION, print_records
 from untwine.config import parse_settings
+from untwine.lock import storage_error
 
 datasets_app = typer.Typer(help="List, inspect and render the ground-truth data sets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
@@ -18,20 +19,41 @@ app.add_typer(datasets_app, name="datasets")
 @datasets_app.command("list")
 def datasets_list(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="UNTWINE_DATA", help="where data files live"),
+    as_json: bool = JSON_OPTION,
 ) -> None:
-    """Every data set: its factors and sizes, where its files go, and whether they were found."""
+    """Every data set: its factors and sizes, where its files go, and whether they are usable (checked as
+    training checks them)."""
     from untwine.data.registry import availability, dataset_info, dataset_names
 
-    table = Table(title="data sets" + (f" (data dir: {data_dir})" if data_dir else " (no --data-dir / UNTWINE_DATA)"))
-    for column in ("name", "factors (sizes)", "observation", "files (under the data dir)", "available"):
-        table.add_column(column, overflow="fold")
+    records = []
     for name in dataset_names():
         info = dataset_info(name)
         usable, how = availability(name, data_dir)
-        factors = ", ".join(f"{n} ({s})" for n, s in zip(info.factor_names, info.factor_sizes))
-        status = f"yes: {how}" if usable else f"no: {how}"
-        table.add_row(name, factors, "x".join(map(str, info.observation_shape)), "\n".join(info.files), status)
-    console.print(table)
+        records.append(
+            {
+                "name": name,
+                "factor_names": list(info.factor_names),
+                "factor_sizes": list(info.factor_sizes),
+                "factors": ", ".join(f"{n} ({s})" for n, s in zip(info.factor_names, info.factor_sizes)),
+                "observation_shape": list(info.observation_shape),
+                "observation": "x".join(map(str, info.observation_shape)),
+                "files": list(info.files),
+                "available": usable,
+                "status": f"yes: {how}" if usable else f"no: {how}",
+            }
+        )
+    title = "data sets" + (f" (data dir: {data_dir})" if data_dir else " (no --data-dir / UNTWINE_DATA)")
+    columns = {
+        "name": "name",
+        "factors": "factors (sizes)",
+        "observation": "observation",
+        "files": "files (under the data dir)",
+        "status": "available",
+    }
+    if as_json:
+        keep = ("name", "factor_names", "factor_sizes", "observation_shape", "files", "available", "status")
+        records = [{k: r[k] for k in keep} for r in records]
+    print_records(records, columns, title, as_json)
 
 
 @datasets_app.command("show")
@@ -50,13 +72,32 @@ def datasets_show(
     from untwine.data import get_dataset
     from untwine.viz.datasets import factor_sheet
 
+    out = check_image_path(out or Path(f"{name}_factors.png"))
     dataset = get_dataset(name, data_dir, **parse_settings(dataset_option, "--dataset-option"))
     info = dataset.describe()
     for key, value in info.items():
         console.print(f"{key}: {value}")
-    out = out or Path(f"{name}_factors.png")
-    factor_sheet(dataset, torch.Generator().manual_seed(seed)).save(out)
+    sheet = factor_sheet(dataset, torch.Generator().manual_seed(seed))
+    try:
+        sheet.save(out)
+    except OSError as exc:
+        raise storage_error(exc, "write", out) from None
     console.print(f"factor-variation sheet: {out}")
+
+
+def check_image_path(path: Path) -> Path:
+    """An image file that can be written: not a directory, an existing parent directory, a known extension."""
+    from PIL import Image
+
+    from untwine.errors import StorageError
+
+    if path.is_dir():
+        raise StorageError(f"{path} is a directory; give a file name such as {path / 'sheet.png'}")
+    if not path.parent.is_dir():
+        raise StorageError(f"cannot write {path}: the directory {path.parent} does not exist")
+    if path.suffix.lower() not in Image.registered_extensions():
+        raise StorageError(f"cannot write {path}: unknown image extension {path.suffix!r} (use .png)")
+    return path
 
 
 @datasets_app.command("render")

@@ -26,19 +26,29 @@ def evaluate(
     device: str = typer.Option("cpu", help="cpu or cuda"),
 ) -> None:
     """Score a trained run with disentanglement metrics; results go to <run>/results.json."""
+    from untwine.errors import MetricsFailedError
     from untwine.evaluation import evaluate_run, metric_names
     from untwine.evaluation.evaluate import parse_option, scaled_options
+    from untwine.training.trainer import resolve_device
 
     names = metric_names(metrics)
     reps = [r.strip() for r in representation.split(",") if r.strip()]
-    options = {name: scaled_options(name, num_points) for name in names} if num_points else {}
+    options = {name: scaled_options(name, num_points) for name in names} if num_points is not None else {}
     for text in option:
         metric, key, value = parse_option(text, names)
         options.setdefault(metric, {})[key] = value
-    results = evaluate_run(run, names, reps, options=options, device=device)
-    if untrained:
-        results.update(evaluate_run(run, names, reps, untrained=True, options=options, device=device))
+    resolve_device(device)
+    # each metric's results are saved as it finishes; failures are reported at the end, one line each
+    results, failures = {}, []
+    for network in (False, True) if untrained else (False,):
+        try:
+            results.update(evaluate_run(run, names, reps, untrained=network, options=options, device=device))
+        except MetricsFailedError as exc:
+            results.update(exc.results)
+            failures.extend(exc.lines)
     _print_results(results)
+    if failures:
+        raise MetricsFailedError(failures, results)
 
 
 def _print_results(results: dict) -> None:
@@ -60,5 +70,7 @@ def report(
     from untwine.runs import RunDir
     from untwine.viz.report import write_report
 
-    path = write_report(RunDir(run).require(), regenerate_figures=regenerate)
+    run_dir = RunDir(run).require()
+    run_dir.read_results()  # a corrupt results.json is an error before any figure is drawn
+    path = write_report(run_dir, regenerate_figures=regenerate)
     console.print(f"report: {path}")

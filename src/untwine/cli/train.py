@@ -11,6 +11,7 @@ from rich.table import Table
 from untwine.cli.app import app, console
 from untwine.cli.common import config_from, numbers, progress_bar, train_run
 from untwine.config import parse_settings
+from untwine.nn.stack import stackable
 
 SWEEPABLE = ("beta", "gamma", "c_max", "iteration_threshold", "lambda_od", "lambda_d_factor")
 
@@ -44,7 +45,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, help="batch size (reference: 64)"),
     learning_rate: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (reference: 1e-4)"),
     latent_dim: Optional[int] = typer.Option(None, help="latent dimensions (reference: 10)"),
-    architecture: Optional[str] = typer.Option(None, help="conv (reference) or fc"),
+    architecture: Optional[str] = typer.Option(None, help="conv (reference), fc, rpu_conv (rPU-VAE's net)"),
     device: Optional[str] = typer.Option(None, help="cpu or cuda"),
     log_every: Optional[int] = typer.Option(None, help="log every N steps"),
     checkpoint_every: Optional[int] = typer.Option(None, help="checkpoint every N steps"),
@@ -76,6 +77,8 @@ def train(
             lambda_d_factor=lambda_d_factor,
         ).items()
     }
+    if seed is not None and seeds is not None:
+        raise typer.BadParameter("give --seed or --seeds, not both")
     seed_list = numbers(seeds, "seeds", int) + ([seed] if seed is not None else [])
     base = dict(
         method=method,
@@ -118,18 +121,22 @@ def train(
         return
     configs = [config_from(config_file, **{**base, **combo}) for combo in combos]
     names = [run_name(config) for config in configs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise typer.BadParameter(f"the sweep lists run {twice[0]} twice (a repeated seed or value); list each once")
     if stack_size is not None and stack_size < 1:
         raise typer.BadParameter("--stack-size must be at least 1")
-    size = 1 if configs[0].method == "factor_vae" or configs[0].trace_every else (stack_size or len(configs))
+    if resume and not any(RunDir(out / name).exists() for name in names):
+        raise typer.BadParameter(f"{out} holds none of these runs to resume; drop --resume to start them")
+    one_at_a_time = (
+        configs[0].method == "factor_vae" or configs[0].trace_every or not stackable(configs[0].architecture)
+    )
+    size = 1 if one_at_a_time else (stack_size or len(configs))
     console.print(
         f"{len(configs)} runs into {out}/ ({'stacks of up to ' + str(size) if size > 1 else 'one at a time'})"
     )
-    pending = []
-    for config, name in zip(configs, names):
-        if resume and RunDir(out / name).checkpoints.final.exists():
-            console.print(f"{name}: already trained")
-        else:
-            pending.append((config, out / name))
+    # the groups are the same on every call, so a resumed stack has the members it was started with
+    pending = [(config, out / name) for config, name in zip(configs, names)]
     for start in range(0, len(pending), size):
         group = pending[start : start + size]
         again = resume and any(RunDir(target).exists() for _, target in group)
@@ -147,6 +154,9 @@ def _train_stack(configs, targets, resume: bool) -> None:
     trainer.progress = update
     with progress:
         summaries = trainer.train(resume=resume)
+    if all(m.already_finished for m in trainer.members):
+        console.print(f"{', '.join(str(t) for t in targets)}: already finished at step {trainer.step}")
+        return
     console.print(
         f"trained {len(configs)} runs x {summaries[0]['train.global_step']} steps in "
         f"{summaries[0]['train.elapsed_s']:.0f} s -> {', '.join(str(t) for t in targets)}"
@@ -170,7 +180,12 @@ def demo(
     """The main job: train a beta-VAE on dSprites (rendered offline), evaluate it, write report.html."""
     from untwine.evaluation import evaluate_run
     from untwine.runs import RunDir
+    from untwine.training.trainer import resolve_device
     from untwine.viz.report import write_report
+
+    if eval_points < 2:
+        raise typer.BadParameter(f"--eval-points must be at least 2, got {eval_points}")
+    resolve_device(device)
 
     config = config_from(
         None,

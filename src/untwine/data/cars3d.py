@@ -50,18 +50,39 @@ def mat_files(data_dir: str | Path | None, object_order: str = "sorted") -> list
     return files
 
 
+def _check_shape(path: Path, shape) -> None:
+    if len(shape) != 5 or shape[0] != shape[1] or tuple(shape[2:]) != (3, 24, 4):
+        raise InvalidInputError(f"{path}: im has shape {list(shape)}, expected [128, 128, 3, 24, 4]")
+
+
+def check_mat(path: Path) -> None:
+    """Check a car file's header (variable `im` of the right shape) without reading its images."""
+    from scipy.io import whosmat
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scipy warns before it fails on foreign files; the error says it all
+            variables = {name: shape for name, shape, _ in whosmat(str(path))}
+    except Exception as exc:  # scipy raises several types for truncated or foreign files
+        raise InvalidInputError(f"{path} is not a readable .mat file ({type(exc).__name__}: {exc})") from exc
+    if "im" not in variables:
+        raise InvalidInputError(f"{path} has no variable 'im'")
+    _check_shape(path, variables["im"])
+
+
 def read_mesh(path: Path) -> np.ndarray:
     """One car's 96 images, uint8 [24 azimuths, 4 elevations, H, W, 3] (the reference's einsum abcde->deabc)."""
     from scipy.io import loadmat
 
     try:
-        im = loadmat(str(path))["im"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = loadmat(str(path))["im"]
     except KeyError:
         raise InvalidInputError(f"{path} has no variable 'im'") from None
     except Exception as exc:  # scipy raises several types for truncated or foreign files
         raise InvalidInputError(f"{path} is not a readable .mat file ({type(exc).__name__}: {exc})") from exc
-    if im.ndim != 5 or im.shape[0] != im.shape[1] or im.shape[2:] != (3, 24, 4):
-        raise InvalidInputError(f"{path}: im has shape {list(im.shape)}, expected [128, 128, 3, 24, 4]")
+    _check_shape(path, im.shape)
     if im.dtype != np.uint8:
         if im.min() < 0 or im.max() > 255:
             raise InvalidInputError(f"{path}: im values outside 0..255")
@@ -80,6 +101,8 @@ def load_cars3d(
     object_order: "sorted" (file names, default) or "listing" (the reference's directory-listing order).
     """
     files = mat_files(data_dir, object_order)
+    for path in files:  # headers first: a foreign or truncated file is an error before any warning or work
+        check_mat(path)
     if len(files) != FACTOR_SIZES[2]:
         warnings.warn(f"cars3d: {len(files)} .mat files found, the official data set has 183", stacklevel=2)
     n_elev, n_azim = FACTOR_SIZES[:2]

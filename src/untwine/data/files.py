@@ -6,10 +6,14 @@
 - `cached_images(...)`: images preprocessed once (resized with Lanczos, as the reference) and kept as an .npy
   in the cache directory, keyed by the source files' names, sizes and modification times; later runs
   memory-map it instead of resizing again.
+- `probing()`: within it, loaders check their files as for loading but skip reading and preprocessing the images
+  (`cached_images` returns a placeholder); `untwine datasets list` validates availability this way.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import os
@@ -118,6 +122,20 @@ def files_key(paths: Sequence[Path], version: int) -> str:
     return digest.hexdigest()[:16]
 
 
+_PROBING = contextvars.ContextVar("untwine_probing", default=False)
+
+
+@contextlib.contextmanager
+def probing():
+    """Check data sets without reading their images: `cached_images` returns an all-zero placeholder of the right
+    shape (no memory) instead of building or loading the array. Every check a loader makes before that still runs."""
+    token = _PROBING.set(True)
+    try:
+        yield
+    finally:
+        _PROBING.reset(token)
+
+
 def cached_images(
     name: str,
     sources: Sequence[Path],
@@ -128,6 +146,9 @@ def cached_images(
     use_cache: bool = True,
 ) -> np.ndarray:
     """`build()`'s uint8 array of `shape`, saved once per set of source files and memory-mapped on later calls."""
+    if _PROBING.get():
+        zero = np.zeros(1, dtype=np.uint8)
+        return np.lib.stride_tricks.as_strided(zero, tuple(shape), (0,) * len(shape), writeable=True)
     path = Path(cache_dir or default_cache_dir()) / f"{name}_{files_key(sources, version)}.npy"
     if use_cache and path.exists():
         try:

@@ -7,6 +7,7 @@ otherwise; the others are read from the official files (data/files.py says where
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,7 +22,7 @@ import untwine.data.variants as _variants
 from untwine.data.base import FactorDataset
 from untwine.data.files import require
 from untwine.data.stored import StoredDataset
-from untwine.errors import DataNotFoundError, InvalidInputError
+from untwine.errors import DataNotFoundError, InvalidInputError, UntwineError
 
 
 def default_data_dir() -> Path | None:
@@ -242,18 +243,31 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def availability(name: str, data_dir: str | Path | None = None) -> tuple[bool, str]:
-    """(usable, how): whether the data set can be built with the files under `data_dir` (or $UNTWINE_DATA)."""
+    """(usable, how): whether the data set can be built with the files under `data_dir` (or $UNTWINE_DATA).
+
+    The files are checked by the loader itself, as training loads them (`files.probing`: every check, but no image
+    read or preprocessed), so a file that training would reject is reported unusable here with the same message.
+    """
+    from untwine.data.files import probing
+
     info = dataset_info(name)
     if not info.files:
         return True, "generated (reads no files)"
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     try:
         info.locate(root)
-        return True, "files found"
+        found = True
     except DataNotFoundError as exc:
-        if info.procedural:
-            return True, "rendered offline (official file not found)"
+        if not info.procedural:
+            return False, str(exc)
+        found = False
+    try:
+        with probing(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            info.build(data_dir=root)
+    except UntwineError as exc:
         return False, str(exc)
+    return True, "files found" if found else "rendered offline (official file not found)"
 
 
 def get_dataset(

@@ -13,6 +13,10 @@ so the metrics' sampling noise is shared across models (and between a model and 
 from __future__ import annotations
 
 import inspect
+import json
+import math
+import os
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 
@@ -20,7 +24,7 @@ import numpy as np
 import torch
 
 from untwine.config import parse_value
-from untwine.errors import InvalidInputError
+from untwine.errors import InvalidInputError, MetricsFailedError, StorageError, UntwineError
 from untwine.evaluation.code_cache import CodeCache, planned_encodings, worthwhile
 from untwine.evaluation.representation import REPRESENTATIONS, representation
 from untwine.metrics import NOT_REFERENCE_KEYS, PROTOCOLS, REFERENCE_NAMES
@@ -82,7 +86,24 @@ def parse_option(text: str, metrics: Sequence[str]) -> tuple[str, str, object]:
         raise InvalidInputError(
             f"--option {text!r}: {metric} has no setting {key!r}; its settings: {', '.join(settings)}"
         )
-    return metric, key, parse_value(raw)
+    default = inspect.signature(PROTOCOLS[metric]).parameters[key].default
+    return metric, key, _like_default(text, parse_value(raw), default)
+
+
+def _like_default(text: str, value, default):
+    """`value` checked against the type of the setting's default: a clear error for "num_bins=abc"."""
+    if isinstance(default, bool):
+        words = {"true": True, "false": False, "1": True, "0": False}
+        if str(value).strip().lower() in words:
+            return words[str(value).strip().lower()]
+        raise InvalidInputError(f"--option {text!r}: expected true or false")
+    if isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidInputError(f"--option {text!r}: expected an integer")
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidInputError(f"--option {text!r}: expected a number")
+        return float(value)
+    return value
 
 
 def _generator(eval_seed: int, representation_name: str, metric: str, device) -> torch.Generator:
@@ -169,16 +190,66 @@ def evaluate_run(
     eval_seed: int = 0,
     options: dict[str, dict] | None = None,
     device: str = "cpu",
+    code_cache: CodeCache | bool | None = None,
 ) -> dict[str, float]:
     """Evaluate a run's final model (or, with `untrained`, the same network before training) and merge the
-    results into its results.json (untrained ones prefixed `untrained.`)."""
+    results into its results.json (untrained ones prefixed `untrained.`).
+
+    Holds the run directory's lock, and checks that results.json can be written before any work. Each metric's
+    results are saved as soon as it finishes; a metric that fails (or returns a non-finite value) does not stop
+    the others, and the failures are raised together at the end (MetricsFailedError: one line per failure, with
+    the results that were computed). If results.json cannot be written after all (a full disk), the results are
+    saved to a file in the temporary directory, which the error names. The code cache (see `evaluate_model`) is
+    built once for all the metrics.
+    """
     from untwine.runs import RunDir
+    from untwine.training.trainer import resolve_device
 
     run = RunDir(run_dir).require()
-    model = run.load_model("untrained" if untrained else "final", device=device)
-    dataset = run.load_dataset(device=device)
-    results = evaluate_model(model, dataset, metrics, representations, eval_seed, options)
-    if untrained:
-        results = {f"untrained.{k}": v for k, v in results.items()}
-    run.update_results(results)
+    names = metric_names(metrics)
+    for rep in representations:
+        if rep not in REPRESENTATIONS:
+            raise InvalidInputError(f"unknown representation {rep!r}; choose mean or sampled")
+    device = resolve_device(device)
+    prefix = "untrained." if untrained else ""
+    results: dict[str, float] = {}
+    failures: list[str] = []
+    with run.lock("evaluating"):
+        run.read_results()  # a corrupt results.json is an error before the work, not after it
+        model = run.load_model("untrained" if untrained else "final", device=device)
+        dataset = run.load_dataset(device=device)
+        cache = code_cache_for(model, dataset, names, representations, options, code_cache)
+        if cache is not None and cache is not code_cache:
+            values = {f"{prefix}eval.code_cache.elapsed_s": cache.elapsed_s}
+            _save_results(run, values, results)
+            results.update(values)
+        for name in names:
+            try:
+                values = evaluate_model(
+                    model, dataset, [name], representations, eval_seed, options, code_cache=cache or False
+                )
+            except Exception as exc:  # noqa: BLE001  one metric's failure must not lose the others
+                kind = "" if isinstance(exc, UntwineError) else f"{type(exc).__name__}: "
+                failures.append(f"{prefix}{name}: {kind}{str(exc).splitlines()[0] if str(exc) else ''}")
+                continue
+            bad = [k for k, v in values.items() if isinstance(v, float) and not math.isfinite(v)]
+            if bad:
+                failures.append(f"{prefix}{name}: {bad[0]} is {values[bad[0]]} (not saved)")
+                continue
+            values = {f"{prefix}{k}": v for k, v in values.items()}
+            _save_results(run, values, results)
+            results.update(values)
+    if failures:
+        raise MetricsFailedError(failures, results)
     return results
+
+
+def _save_results(run, values: dict, earlier: dict) -> None:
+    """Merge `values` into the run's results.json; if that fails, keep everything computed in a temporary file."""
+    try:
+        run.update_results(values)
+    except OSError as exc:
+        fd, path = tempfile.mkstemp(prefix=f"untwine-results-{run.name}-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump({**earlier, **values}, f, indent=1, sort_keys=True)
+        raise StorageError(f"{exc}; the results computed so far were saved to {path}") from None

@@ -17,6 +17,7 @@ from untwine.errors import InvalidInputError
 from untwine.metrics.utils import check_codes, check_factors, discrete_entropy
 
 LOG_2PI = float(np.log(2 * np.pi))
+MAX_ABS_LOGVAR = 700.0  # exp(+-700) is finite in float64
 
 
 def posterior_mutual_info(means, logvars, factors, generator: torch.Generator, chunk: int = 1024) -> np.ndarray:
@@ -63,7 +64,19 @@ def mig_posterior(means, logvars, factors, generator: torch.Generator) -> dict[s
         raise InvalidInputError("a factor takes a single value in this sample; MIG's normalisation is undefined")
     if np.asarray(means).ndim != 2 or np.asarray(means).shape[1] < 2:
         raise InvalidInputError("MIG needs codes [N, d] with at least 2 dimensions")
-    mi = posterior_mutual_info(means, logvars, factors, generator)
+    spread = np.abs(check_codes(logvars, "logvars")).max()
+    if spread > MAX_ABS_LOGVAR:
+        raise InvalidInputError(
+            f"logvars reach {spread:.3g} in magnitude; the posterior MIG needs |log-variance| <= {MAX_ABS_LOGVAR:g} "
+            "(exp overflows beyond)"
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        mi = posterior_mutual_info(means, logvars, factors, generator)
+    if not np.all(np.isfinite(mi)):
+        raise InvalidInputError(
+            "the posterior MIG's log-densities overflow for these posteriors (means up to "
+            f"{np.abs(np.asarray(means)).max():.3g}, log-variances up to {spread:.3g} in magnitude)"
+        )
     top = np.sort(mi, axis=0)[::-1]
     return {"posterior_mig": float(np.mean((top[0] - top[1]) / entropy))}
 

@@ -10,8 +10,10 @@ With Σ = np.cov of the codes (ddof = 1, d x d):
 The factors are ignored.
 
 Differences from the reference: fewer than 2 code dims raise InvalidInputError (the reference crashes in np.diag).
-As in the reference, an exactly constant code dim makes the Gaussian scores NaN or infinite (log 0); numpy's
-warnings about it are silenced.
+Where the reference returns NaN or inf, an InvalidInputError says why: an exactly constant code dim (log 0 in the
+total correlation, 0/0 in the normalised Wasserstein score), no more points than dims, or linearly dependent dims
+(a covariance of deficient rank by numpy's `matrix_rank` tolerance: an infinite total correlation, which rounding
+would otherwise turn into an arbitrary large number).
 """
 
 from __future__ import annotations
@@ -42,22 +44,40 @@ def gaussian_wasserstein_correlation(cov: np.ndarray) -> float:
 def unsupervised(codes, num_bins: int = 20) -> dict[str, float]:
     """Reference unsupervised scores on codes [N, d] (d >= 2); keys as in the module docstring."""
     codes = check_codes(codes)
-    d = codes.shape[1]
+    n, d = codes.shape
     if d < 2:
         raise InvalidInputError("the unsupervised scores need at least 2 code dimensions")
+    if n <= d:
+        raise InvalidInputError(
+            f"the unsupervised scores need more points than code dimensions ({n} <= {d}): the covariance is singular"
+        )
+    constant = np.flatnonzero(codes.max(axis=0) == codes.min(axis=0))
+    if constant.size:
+        raise InvalidInputError(
+            f"code column(s) {constant.tolist()} are constant in this sample: the Gaussian total correlation is "
+            "undefined (log of a zero variance)"
+        )
     cov = np.cov(codes, rowvar=False, ddof=1)
+    if np.linalg.matrix_rank(cov) < d:  # numpy's SVD tolerance: rounding must not pass for a finite TC
+        raise InvalidInputError(
+            "the codes' covariance is singular (linearly dependent code dimensions): the Gaussian total correlation "
+            "is infinite"
+        )
     wasserstein = gaussian_wasserstein_correlation(cov)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        wasserstein_norm = wasserstein / np.sum(np.diag(cov))
+    wasserstein_norm = wasserstein / np.sum(np.diag(cov))
     discrete = histogram_discretize(codes, num_bins)
     mi = discrete_mutual_info(discrete, discrete)
     np.fill_diagonal(mi, 0.0)
-    return {
+    scores = {
         "gaussian_total_correlation": gaussian_total_correlation(cov),
         "gaussian_wasserstein_correlation": wasserstein,
         "gaussian_wasserstein_correlation_norm": float(wasserstein_norm),
         "mutual_info_score": float(np.sum(mi) / (d * d - d)),
     }
+    bad = [k for k, v in scores.items() if not np.isfinite(v)]
+    if bad:
+        raise InvalidInputError(f"the unsupervised score(s) {', '.join(bad)} are not finite for these codes")
+    return scores
 
 
 def evaluate(

@@ -11,9 +11,12 @@ import sklearn.metrics
 
 from untwine.errors import InvalidInputError
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 def check_codes(codes, name: str = "codes", min_points: int = 2) -> np.ndarray:
-    """Validate a code matrix [N, d] of finite floats."""
+    """Validate a code matrix [N, d] of finite floats that fit in float32 (what encoders produce; larger values
+    overflow the metrics' squares and sums, and sklearn's float32 estimators)."""
     codes = np.asarray(codes)
     if codes.ndim != 2:
         raise InvalidInputError(f"{name} must have shape [N, d], got {list(codes.shape)}")
@@ -26,7 +29,22 @@ def check_codes(codes, name: str = "codes", min_points: int = 2) -> np.ndarray:
     if not np.all(np.isfinite(codes)):
         bad = np.argwhere(~np.isfinite(codes))[0]
         raise InvalidInputError(f"{name} contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
+    if codes.size and np.max(np.abs(codes)) > FLOAT32_MAX:
+        bad = np.argwhere(np.abs(codes) > FLOAT32_MAX)[0]
+        raise InvalidInputError(
+            f"{name} has values beyond float32's range (first at row {bad[0]}, column {bad[1]}: "
+            f"{codes[bad[0], bad[1]]:.3g}); codes must satisfy |x| <= {FLOAT32_MAX:.3g}"
+        )
     return codes.astype(np.float64, copy=False)
+
+
+def check_num_bins(num_bins) -> int:
+    """A positive integer number of bins (an int-valued float such as 20.0 is accepted)."""
+    if isinstance(num_bins, (float, np.floating)) and float(num_bins).is_integer():
+        num_bins = int(num_bins)
+    if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) or num_bins < 1:
+        raise InvalidInputError(f"num_bins must be a positive integer, got {num_bins!r}")
+    return int(num_bins)
 
 
 def check_factors(factors, num_points: int, name: str = "factors") -> np.ndarray:
@@ -53,13 +71,21 @@ def check_factors(factors, num_points: int, name: str = "factors") -> np.ndarray
 def histogram_discretize(codes: np.ndarray, num_bins: int = 20) -> np.ndarray:
     """Per code dimension: `num_bins` equal-width bins over the sample's [min, max], values 1..num_bins.
 
-    Exactly the reference's `_histogram_discretize` (np.histogram edges, then np.digitize on edges[:-1]).
+    Exactly the reference's `_histogram_discretize` (np.histogram edges, then np.digitize on edges[:-1]). A column
+    whose range is too narrow for its magnitude to give `num_bins` distinct float64 edges (e.g. 1e16 + [0, 2]) is an
+    InvalidInputError (numpy's "Too many bins for data range" in the reference).
     """
-    if num_bins < 1:
-        raise InvalidInputError(f"num_bins must be >= 1, got {num_bins}")
+    num_bins = check_num_bins(num_bins)
     out = np.zeros(codes.shape, dtype=np.int64)
     for i in range(codes.shape[1]):
-        edges = np.histogram(codes[:, i], num_bins)[1]
+        try:
+            edges = np.histogram(codes[:, i], num_bins)[1]
+        except ValueError:
+            low, high = codes[:, i].min(), codes[:, i].max()
+            raise InvalidInputError(
+                f"column {i} spans [{low:.17g}, {high:.17g}], too narrow for its magnitude to make {num_bins} "
+                "distinct bins in float64"
+            ) from None
         out[:, i] = np.digitize(codes[:, i], edges[:-1])
     return out
 

@@ -5,8 +5,11 @@ everything a separate run has: its own initialisation (`init` stream of its seed
 its own reparameterisation noise (`noise`), its own Adam moments (slices of one Adam over the stacked
 parameters: Adam is elementwise), its own run directory with config, JSONL/TensorBoard log, checkpoints and
 results. Checkpoints are written per run in the ordinary single-run format, so a member is loaded, evaluated,
-reported, or resumed alone exactly like a run trained by `Trainer`; a stack resumes from its members' latest
-checkpoints.
+reported, or resumed alone exactly like a run trained by `Trainer`. The stack holds every member's lock while it
+trains. Its members' checkpoints are written one after another, so a stack killed in between leaves members at
+different steps: a stack resumes from the newest step at which every member has an intact checkpoint (members
+keep their previous checkpoint, so that step is at most one checkpoint interval back), which makes a resumed
+stack bit-identical to an uninterrupted one whatever the kill point.
 
 Not stacked: FactorVAE (each member would also need its own discriminator and second optimiser); `untwine train`
 trains FactorVAE sweeps one run after another.
@@ -14,18 +17,21 @@ trains FactorVAE sweeps one run after another.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import warnings
 from collections.abc import Sequence
 
 import torch
 
 from untwine.config import HYPERPARAMETERS, TrainConfig
 from untwine.data import FactorDataset
-from untwine.errors import InvalidInputError, TrainingDivergedError
+from untwine.errors import InvalidInputError, TrainingDivergedError, UntwineWarning
 from untwine.methods.objective import objective_terms
 from untwine.nn.stack import ModelStack, stack_batches, stacked_terms
 from untwine.runs import RunDir
+from untwine.training.faults import crash_point
 from untwine.training.logging import TrainingLog
 from untwine.training.trainer import ProgressFn, Trainer, dataset_for
 
@@ -124,12 +130,32 @@ class StackTrainer:
                         }
 
     def _prepare(self, resume: bool) -> None:
+        """Check every member's (locked) run directory; on resume, bring every member to the newest step at which
+        all of them have an intact checkpoint; write the configs."""
         for member in self.members:
-            member._prepare_run_dir(resume)
-        steps = {m.step for m in self.members}
-        if len(steps) > 1:
-            raise InvalidInputError(f"the runs to stack stand at different steps {sorted(steps)}; resume them singly")
-        self.step = steps.pop()
+            member._check_run_dir(resume, must_exist=False)
+        if resume and not any(m.run.exists() for m in self.members):
+            raise InvalidInputError(
+                f"none of the runs to resume exists ({self.members[0].run.path}, ...); drop --resume to start them"
+            )
+        steps = [m._resume() if resume else 0 for m in self.members]
+        while len(set(steps)) > 1:
+            limit = min(steps)
+            for member, step in zip(self.members, steps):
+                if step > limit:
+                    warnings.warn(
+                        f"{member.run.path}: stood at step {step}; resuming the stack at step {limit} or below, where "
+                        "every member has a checkpoint",
+                        UntwineWarning,
+                        stacklevel=2,
+                    )
+            # fresh members (initial weights, optimiser and generators), then each loads its newest checkpoint <= limit
+            self.members = [Trainer(m.config, m.run, dataset=self.dataset) for m in self.members]
+            steps = [m._resume(limit) for m in self.members]
+        self.step = steps[0]
+        for member in self.members:
+            if not member.already_finished:
+                member.run.write_config(member.config)
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One Adam step of every member on its own batch; returns the terms, each [K]."""
@@ -170,34 +196,46 @@ class StackTrainer:
         for member in self.members:
             member.step = self.step
             member.save(final=final)
+            crash_point("stack.member")
 
     def train(self, resume: bool = False) -> list[dict[str, float]]:
-        """Train every member to `steps`; returns the members' training summaries."""
+        """Train every member to `steps` holding every member's lock; returns the members' training summaries."""
+        with contextlib.ExitStack() as locks:
+            for member in sorted(self.members, key=lambda m: str(m.run.path)):
+                locks.enter_context(member.run.lock("training in a stack"))
+            return self._train(resume)
+
+    def _train(self, resume: bool) -> list[dict[str, float]]:
         self._prepare(resume)
+        if self.step >= self.config.steps:
+            return [member.finish(self.step) for member in self.members]
         self._build_stack()
         logs = [TrainingLog(m.run.path, resume_step=self.step) for m in self.members]
         self.stack.train()
-        sums: list[dict[str, float]] = [{} for _ in self.members]
-        count, start, start_step = 0, time.perf_counter(), self.step
+        start, start_step = time.perf_counter(), self.step
         elapsed = self.members[0].elapsed
         config = self.config
         try:
             while self.step < config.steps:
                 terms = self.train_step()
                 self.step += 1
+                crash_point("step")
                 values = {name: value.detach().tolist() for name, value in terms.items()}
-                for k, own in enumerate(sums):
+                for k, member in enumerate(self.members):
                     for name, column in values.items():
-                        own[name] = own.get(name, 0.0) + column[k]
-                count += 1
+                        member.log_sums[name] = member.log_sums.get(name, 0.0) + column[k]
+                    member.log_count += 1
                 if self.step % config.log_every == 0 or self.step >= config.steps:
                     now = elapsed + time.perf_counter() - start
-                    for log, own in zip(logs, sums):
+                    for log, member in zip(logs, self.members):
+                        own, count = member.log_sums, member.log_count
                         log.write(self.step, {**{k: v / count for k, v in own.items()}, "elapsed_s": now})
                     if self.progress:
-                        mean_loss = sum(s["loss"] for s in sums) / (count * len(sums))
+                        count = sum(m.log_count for m in self.members)
+                        mean_loss = sum(m.log_sums["loss"] for m in self.members) / count
                         self.progress(self.step, config.steps, {"loss": mean_loss, "elapsed_s": now})
-                    sums, count = [{} for _ in self.members], 0
+                    for member in self.members:
+                        member.log_sums, member.log_count = {}, 0
                 if self.step % config.checkpoint_every == 0 and self.step < config.steps:
                     self._set_elapsed(elapsed + time.perf_counter() - start)
                     self._save()

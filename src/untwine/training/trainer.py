@@ -3,27 +3,37 @@
 Seeded and deterministic on CPU: weights are initialised from the run's `init` stream, batches are drawn
 i.i.d. with replacement from the `data` stream (spec §2.5: no epochs, no split), and the reparameterisation
 noise from the `noise` stream. Checkpoints hold weights, optimiser state and all generator states, so a
-killed run resumed with `resume=True` reaches bit-identical weights on CPU. A NaN/inf loss, or one above
-`divergence_threshold`, stops the run before the bad update is applied, keeping the last good checkpoint.
+killed run resumed with `resume=True` reaches bit-identical weights on CPU, and the same log: the partial sums
+of the current log interval are checkpointed too. A NaN/inf loss, or one above `divergence_threshold`, stops the
+run before the bad update is applied, keeping the last good checkpoint.
+
+The run directory is locked for the whole of `train` (RunDir.lock). Resuming (`resume=True`) needs a run there;
+it continues from the newest checkpoint that loads (final/ included; damaged ones are skipped with an
+UntwineWarning). A run that already stands at `config.steps` is left alone (`already_finished`), one asked for
+more steps is extended, and one asked for fewer is refused: a run is never shrunk. When final/ is replaced by
+different weights, the evaluation results of the old ones are dropped first (RunDir.drop_evaluation).
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
 
 from untwine.config import TrainConfig
 from untwine.data import FactorDataset, get_dataset
-from untwine.errors import InvalidInputError, TrainingDivergedError
+from untwine.errors import CheckpointError, InvalidInputError, StorageError, TrainingDivergedError, UntwineWarning
+from untwine.lock import LOCK_FILE
 from untwine.methods.factor_vae import discriminator_loss, permute_dims
 from untwine.methods.objective import objective_terms
 from untwine.nn.discriminator import FactorDiscriminator
 from untwine.runs import RunDir
 from untwine.seeding import make_generator
-from untwine.training.checkpoint import load_checkpoint
+from untwine.training.checkpoint import MODEL_FILE, load_checkpoint
+from untwine.training.faults import crash_point
 from untwine.training.logging import TrainingLog
 from untwine.training.trace import TraceRecorder
 
@@ -31,10 +41,19 @@ RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every")
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
 
-def resolve_device(name: str) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError("device 'cuda' was asked for but CUDA is not available")
+def resolve_device(name: str | torch.device) -> torch.device:
+    """The torch device `name` (cpu, cuda, cuda:1...), or a clear error if it is unknown or absent here."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise InvalidInputError(f"unknown device {name!r}; choose cpu or cuda (or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidInputError(f"device {str(name)!r} was asked for but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InvalidInputError(f"device {str(name)!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise InvalidInputError(f"device {str(name)!r} is not supported; choose cpu or cuda")
     return device
 
 
@@ -101,29 +120,90 @@ class Trainer:
             if config.trace_every
             else None
         )
+        self.log_sums: dict[str, float] = {}  # the current log interval's sums and count (checkpointed)
+        self.log_count = 0
+        self.resumed_from = None  # the checkpoint a resumed run continued from
+        self.already_finished = False  # resumed a run that stood at config.steps: nothing was trained
 
     def _prepare_run_dir(self, resume: bool) -> None:
-        checkpoints = self.run.checkpoints
-        latest = checkpoints.latest()
+        """Check the (locked) run directory, load the checkpoint to resume from, and write the config."""
+        self._check_run_dir(resume)
         if resume:
-            if self.run.exists():
-                # a resumed run may be extended (more steps); anything else must match what it was trained with
-                stored = self.run.config().model_dump()
-                asked = self.config.model_dump()
-                differ = sorted(k for k in asked if k not in RESUMABLE_CHANGES and stored.get(k) != asked[k])
-                if differ:
-                    raise InvalidInputError(
-                        f"{self.run.path} holds a run with a different config ({', '.join(differ)}); cannot resume it"
-                    )
-            if latest is not None:
-                state = load_checkpoint(latest, self.model, self.optimizers, self.generators, self.modules())
-                self.step, self.elapsed = state["step"], state.get("elapsed_s", 0.0)
-        elif latest is not None or checkpoints.final.exists():
+            self._resume()
+        if not self.already_finished:
+            self.run.write_config(self.config)
+
+    def _check_run_dir(self, resume: bool, must_exist: bool = True) -> None:
+        """Without `resume` the directory must hold nothing (but the lock); with it, this run (same config up to
+        RESUMABLE_CHANGES) — or, unless `must_exist`, nothing yet."""
+        run = self.run
+        if not resume:
+            if run.exists() or run.checkpoints.candidates():
+                raise InvalidInputError(
+                    f"{run.path} already holds a run: use --resume to continue it, or another --out"
+                )
+            others = sorted(p.name for p in run.path.iterdir() if p.name != LOCK_FILE) if run.path.is_dir() else []
+            if others:
+                raise InvalidInputError(
+                    f"{run.path} is not empty but holds no run (it has {others[0]}); "
+                    "train into a new or empty directory"
+                )
+            return
+        if not run.exists():
+            if must_exist or run.checkpoints.candidates():
+                raise InvalidInputError(
+                    f"{run.path} holds no run to resume (no config.toml); drop --resume to start one"
+                )
+            return
+        # a resumed run may be extended (more steps); anything else must match what it was trained with
+        stored = run.config().model_dump()
+        asked = self.config.model_dump()
+        differ = sorted(k for k in asked if k not in RESUMABLE_CHANGES and stored.get(k) != asked[k])
+        if differ:
             raise InvalidInputError(
-                f"{self.run.path} already holds a run: use --resume to continue it, or another --out"
+                f"{run.path} holds a run with a different config ({', '.join(differ)}); cannot resume it"
             )
-        self.run.path.mkdir(parents=True, exist_ok=True)
-        self.config.write(self.run.config_path)
+
+    def _resume(self, limit: int | None = None) -> int:
+        """Load the newest checkpoint that loads (at or below step `limit`), skipping damaged ones with a warning;
+        returns its step (0 and nothing loaded if there is none). Sets `already_finished` for a run whose final
+        checkpoint stands at config.steps; refuses one beyond config.steps."""
+        self.already_finished, self.resumed_from, damaged = False, None, []
+        for step, path in self.run.checkpoints.candidates():
+            if limit is not None and step is not None and step > limit:
+                continue
+            try:
+                state = load_checkpoint(path, self.model, self.optimizers, self.generators, self.modules())
+            except CheckpointError as exc:
+                damaged.append(f"{path.name}: {exc}")
+                continue
+            if limit is not None and state["step"] > limit:
+                continue
+            self.step, self.elapsed, self.resumed_from = state["step"], state.get("elapsed_s", 0.0), path
+            log = state.get("log", {})
+            self.log_sums, self.log_count = dict(log.get("sums", {})), int(log.get("count", 0))
+            break
+        else:
+            if damaged:
+                raise CheckpointError(
+                    f"{self.run.path} has no intact checkpoint to resume from ({'; '.join(damaged)}); "
+                    "move the run aside and train again"
+                )
+            if limit is None and self.run.exists():
+                message = f"{self.run.path} has no checkpoint yet: training from step 0"
+                warnings.warn(message, UntwineWarning, stacklevel=2)
+            return 0
+        if damaged:
+            skipped = "; ".join(damaged)
+            message = f"{self.run.path}: skipped damaged {skipped}; resuming from {path.name} at step {self.step}"
+            warnings.warn(message, UntwineWarning, stacklevel=2)
+        if self.step > self.config.steps:
+            raise InvalidInputError(
+                f"{self.run.path} stands at step {self.step}, beyond the {self.config.steps} steps asked for: a run is "
+                f"never shrunk (ask for at least {self.step} steps to continue it, or use another --out)"
+            )
+        self.already_finished = self.step == self.config.steps and path == self.run.checkpoints.final
+        return self.step
 
     def modules(self) -> dict[str, torch.nn.Module]:
         """Networks checkpointed beside the model (FactorVAE's discriminator)."""
@@ -177,22 +257,54 @@ class Trainer:
         return f"training diverged at step {self.step + 1}: loss {what} ({value}); {kept}"
 
     def save(self, final: bool = False) -> None:
-        extra = {"elapsed_s": self.elapsed, "config": self.config.model_dump()}
+        """Write a step checkpoint (or final/: first dropping the evaluation of different final weights)."""
+        extra = {
+            "elapsed_s": self.elapsed,
+            "config": self.config.model_dump(),
+            "log": {"sums": self.log_sums, "count": self.log_count},
+        }
         args = (self.model, self.optimizers, self.generators, self.step, extra, self.modules())
-        if final:
-            self.run.checkpoints.save_final(*args)
-        else:
-            self.run.checkpoints.save(*args)
+        try:
+            if final:
+                if not self._same_as_final():
+                    self.run.drop_evaluation()
+                self.run.checkpoints.save_final(*args)
+            else:
+                self.run.checkpoints.save(*args)
+        except StorageError as exc:
+            latest = self.run.checkpoints.latest()
+            kept = f"the last good checkpoint is kept: {latest}" if latest else "no checkpoint was written yet"
+            message = f"{exc}; training stopped at step {self.step}, {kept} (continue with --resume)"
+            raise StorageError(message) from None
+
+    def _same_as_final(self) -> bool:
+        """Whether final/ holds exactly the current weights (then its evaluation results stay valid)."""
+        path = self.run.checkpoints.final / MODEL_FILE
+        if not path.exists():
+            return True  # nothing to keep in step with: evaluation results (if any) cannot describe final/
+        try:
+            from safetensors.torch import load_file
+
+            stored = load_file(path)
+        except Exception:
+            return False
+        current = self.model.state_dict()
+        return stored.keys() == current.keys() and all(torch.equal(stored[k], current[k].cpu()) for k in stored)
 
     def train(self, resume: bool = False) -> dict[str, float]:
-        """Train to `config.steps`; returns the training summary (also merged into results.json as train.*)."""
+        """Train to `config.steps` holding the run directory's lock; returns the training summary (also merged into
+        results.json as train.*)."""
+        with self.run.lock("training"):
+            return self._train(resume)
+
+    def _train(self, resume: bool) -> dict[str, float]:
         self._prepare_run_dir(resume)
+        if self.already_finished:
+            return self.finish(self.step)
         if self.trace:
             self.trace.start(self.model, self.step)
         log = TrainingLog(self.run.path, resume_step=self.step)
         self.model.train()
-        sums: dict[str, float] = {}
-        count = 0
         start = time.perf_counter()
         start_step = self.step
         try:
@@ -201,17 +313,18 @@ class Trainer:
                 self.step += self.steps_per_iteration
                 if self.trace:
                     self.trace.after_step(self.model, self.step)
+                crash_point("step")
                 for name, value in terms.items():
-                    sums[name] = sums.get(name, 0.0) + float(value.detach())
-                count += 1
+                    self.log_sums[name] = self.log_sums.get(name, 0.0) + float(value.detach())
+                self.log_count += 1
                 if self.step % self.config.log_every == 0 or self.step >= self.config.steps:
                     now = time.perf_counter()
-                    values = {k: v / count for k, v in sums.items()}
+                    values = {k: v / self.log_count for k, v in self.log_sums.items()}
                     values["elapsed_s"] = self.elapsed + now - start
                     log.write(self.step, values)
                     if self.progress:
                         self.progress(self.step, self.config.steps, values)
-                    sums, count = {}, 0
+                    self.log_sums, self.log_count = {}, 0
                 if self.step % self.config.checkpoint_every == 0 and self.step < self.config.steps:
                     self.elapsed += time.perf_counter() - start
                     start = time.perf_counter()
@@ -222,8 +335,11 @@ class Trainer:
         return self.finish(start_step)
 
     def finish(self, start_step: int) -> dict[str, float]:
-        """Write the final checkpoint and the training summary (merged into results.json as train.*)."""
-        self.save(final=True)
+        """Write the final checkpoint (unless the run was already finished) and the training summary (merged into
+        results.json as train.*)."""
+        if not self.already_finished:
+            self.save(final=True)
+        crash_point("summary")
         trained = self.step - start_step
         summary = {"train.global_step": self.step, "train.elapsed_s": self.elapsed}
         if trained:
