@@ -62,11 +62,11 @@ ESTIMATORS = ("untwine", "sklearn")
 # --- compiled kernels -------------------------------------------------------------------------------------------
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def _negative_gradient(raw, y, offsets, n_classes, neg_grad, y01):
     """neg_grad[i, t] = -(dloss / draw[i, t]) and y01[i, t] = the tree's 0/1 target, for every classifier."""
     n = raw.shape[0]
-    for i in numba.prange(n):
+    for i in range(n):
         for c in range(n_classes.shape[0]):
             o = offsets[c]
             if n_classes[c] == 2:  # half-binomial, as sklearn's cgradient_half_binomial
@@ -96,14 +96,14 @@ def _negative_gradient(raw, y, offsets, n_classes, neg_grad, y01):
                     y01[i, o + k] = target
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def _node_sums(values, node, n_nodes):
     """Per tree and node: (count, sum, sum of squares) of `values` over the samples in the node."""
     n, trees = values.shape
     count = np.zeros((trees, n_nodes))
     total = np.zeros((trees, n_nodes))
     squares = np.zeros((trees, n_nodes))
-    for t in numba.prange(trees):
+    for t in range(trees):
         for i in range(n):
             h = node[i, t]
             v = values[i, t]
@@ -113,13 +113,13 @@ def _node_sums(values, node, n_nodes):
     return count, total, squares
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def _local_nodes(node, first, searched):
     """[N, trees] int8: j when the sample is in searched node first + j, else -1 (compact for the scan)."""
     n, trees = node.shape
     width = searched.shape[1]
     local = np.full((n, trees), -1, dtype=np.int8)
-    for i in numba.prange(n):
+    for i in range(n):
         for t in range(trees):
             j = node[i, t] - first
             if 0 <= j < width and searched[t, j]:
@@ -305,23 +305,23 @@ def _partition(x, node, h, split_feature, split_threshold, neg_grad, count, tota
         count[t, right], total[t, right], squares[t, right] = c_r, s_r, q_r
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def _unsplit(node, h, revert):
     """Send the samples of node h's children back to h in the trees where `revert`."""
     n, trees = node.shape
-    for t in numba.prange(trees):
+    for t in range(trees):
         if revert[t]:
             for i in range(n):
                 if node[i, t] == 2 * h + 1 or node[i, t] == 2 * h + 2:
                     node[i, t] = h
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def _leaf_values_and_update(neg_grad, y01, node, factor, learning_rate, raw, n_nodes):
     """sklearn's Newton step per leaf, then raw += learning_rate * value of each sample's leaf."""
     n, trees = neg_grad.shape
     values = np.zeros((trees, n_nodes))
-    for t in numba.prange(trees):
+    for t in range(trees):
         count = np.zeros(n_nodes)
         num = np.zeros(n_nodes)
         den = np.zeros(n_nodes)
@@ -359,13 +359,19 @@ def _predict_raw(x, feature, threshold, value, learning_rate, raw):
 # --- the ensembles ----------------------------------------------------------------------------------------------
 
 
+PAIRS_PER_THREAD = 2_000_000  # (sample, tree, feature) visits per stage worth a thread: small fits run in one
+
+
 @contextlib.contextmanager
-def _threads(n_jobs: int | None):
-    """numba's thread count for the duration (None: every core; negative: joblib's convention)."""
+def _threads(n_jobs: int | None, work: int | None = None):
+    """numba's thread count for the duration (None: every core; negative: joblib's convention), at most one
+    thread per PAIRS_PER_THREAD of `work` (a parallel region per kernel costs more than a small kernel)."""
     if n_jobs == 0:
         raise InvalidInputError("n_jobs must be a positive number of workers, a negative joblib count, or None")
     cores = numba.config.NUMBA_NUM_THREADS
     wanted = cores if n_jobs is None else (n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs))
+    if work is not None:
+        wanted = min(wanted, max(1, work // PAIRS_PER_THREAD))
     before = numba.get_num_threads()
     numba.set_num_threads(max(1, min(int(wanted), cores)))
     try:
@@ -415,7 +421,7 @@ class BoostedTrees:
         if x.shape[1] != self.n_features:
             raise InvalidInputError(f"the codes have {x.shape[1]} dimensions, the classifiers {self.n_features}")
         raw = np.tile(self.init_raw, (x.shape[0], 1))
-        with _threads(n_jobs):
+        with _threads(n_jobs, x.shape[0] * raw.shape[1] * self.feature.shape[0] // 10):
             _predict_raw(x, self.feature, self.threshold, self.value, LEARNING_RATE, raw)
         return raw
 
@@ -449,6 +455,7 @@ class Classifier:
 
     def __init__(self, ensembles: BoostedTrees, c: int):
         columns = slice(ensembles.offsets[c], ensembles.offsets[c + 1])
+        self._training_raw = None if ensembles.training_raw is None else ensembles.training_raw[:, columns]
         self.classes_ = ensembles.classes[c]
         self.feature_importances_ = ensembles.importances[c]
         self._trees = BoostedTrees(
@@ -463,6 +470,10 @@ class Classifier:
 
     def predict(self, x, n_jobs: int | None = None) -> np.ndarray:
         return self._trees.predict(x, n_jobs)[0]
+
+    def predict_training(self) -> np.ndarray:
+        """`predict` on the training codes, from the raw scores summed while fitting (sklearn's same sums)."""
+        return self._trees.labels(self._training_raw)[0]
 
 
 def _init_raw(y_encoded: np.ndarray, n_classes: int) -> np.ndarray:
@@ -524,7 +535,7 @@ def fit(x, labels, random_states=None, n_jobs: int | None = None, n_stages: int 
     relevant = np.zeros(trees)
     raw = np.tile(init_raw, (n, 1))
     neg_grad, y01 = np.empty((n, trees)), np.empty((n, trees))
-    with _threads(n_jobs):
+    with _threads(n_jobs, n * trees * d):
         for s in range(n_stages):
             _negative_gradient(raw, y, offsets, n_classes, neg_grad, y01)
             # sklearn: each tree draws its splitter's seed from the classifier's RandomState, stage by stage
