@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--num-train", type=int, default=10_000)
     parser.add_argument("--num-test", type=int, default=5_000)
     parser.add_argument("--n-jobs", type=int, default=None, help="default: every core, as the metrics")
+    parser.add_argument("--name", default="gbt", help="results file name")
+    parser.add_argument("--only", default=None, help="run one variant (e.g. untwine): timings, no ratio")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     data = {
@@ -117,6 +119,8 @@ def main() -> None:
     print(f"numba kernels ready: {payload['compile']['cpu_s']:.1f} CPU-s", flush=True)
     for part in args.parts.split(","):
         run, variants = parts[part]
+        if args.only:
+            variants = (args.only,)
         runs = {v: {"cpu_s": [], "wall_s": [], "load_1min": []} for v in variants}
         values = {}
         for _ in range(args.repeats):
@@ -131,6 +135,10 @@ def main() -> None:
         for variant in variants:
             runs[variant]["cpu_s_median"] = statistics.median(runs[variant]["cpu_s"])
             runs[variant]["wall_s_median"] = statistics.median(runs[variant]["wall_s"])
+        if args.only:
+            payload["parts"][part] = {**runs, "values": values[args.only]}
+            print(f"{part} {args.only}: {runs[args.only]['cpu_s_median']:.1f} CPU-s", flush=True)
+            continue
         slow, fast = variants
         keys = sorted(values[slow])
         payload["parts"][part] = {
@@ -146,8 +154,8 @@ def main() -> None:
             f"{payload['parts'][part]['max_abs_difference']:.3g}",
             flush=True,
         )
-        save("gbt", dict(payload))
-    print(save("gbt", payload))
+        save(args.name, dict(payload))
+    print(save(args.name, payload))
 
 
 if __name__ == "__main__":
