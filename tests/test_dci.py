@@ -138,6 +138,8 @@ def test_bad_input_is_rejected():
         dci(c, np.zeros_like(f), c, f)
     with pytest.raises(InvalidInputError, match="unknown importance"):
         dci(c, f, c, f, importance="xgboost")
+    with pytest.raises(InvalidInputError, match="unknown estimator"):
+        dci(c, f, c, f, estimator="xgboost")
     with pytest.raises(InvalidInputError, match="n_jobs"):
         dci(c, f, c, f, n_jobs=0)
 
@@ -174,3 +176,17 @@ def test_dci_protocol_on_a_perfect_representation():
     assert result["informativeness_train"] == 1.0 and result["informativeness_test"] > 0.99
     again = evaluate(read_pixels, data, torch.Generator().manual_seed(0), num_train=300, num_test=200, n_jobs=1)
     assert again == result, "seeded by the generator"
+
+
+def test_sklearn_estimator_cross_checks_the_default(split):
+    """`estimator="sklearn"` fits scikit-learn's GradientBoostingClassifier; on these aligned codes both find the
+    same near-perfect structure (exact agreement is tests/test_gbt.py's), and the option is reachable by name."""
+    from untwine.evaluation.evaluate import parse_option
+
+    rng, f_train, f_test, noisy = split
+    args = (noisy(f_train), f_train, noisy(f_test), f_test)
+    ours = dci(*args, random_state=0, n_jobs=1)
+    theirs = dci(*args, random_state=0, n_jobs=1, estimator="sklearn")
+    for key in ours:
+        assert ours[key] == pytest.approx(theirs[key], abs=0.01)
+    assert parse_option("dci.estimator=sklearn", ["dci"]) == ("dci", "estimator", "sklearn")

@@ -80,6 +80,15 @@ def test_downstream_single_class_training_sample_predicts_that_class():
 def test_downstream_validation():
     with pytest.raises(InvalidInputError, match="unknown predictor"):
         downstream.make_predictor("svm")
+    with pytest.raises(InvalidInputError, match="unknown estimator"):
+        downstream.factor_accuracies(
+            np.zeros((5, 1)),
+            np.zeros((5, 1), int),
+            np.zeros((5, 1)),
+            np.zeros((5, 1), int),
+            predictor="boosted_trees",
+            estimator="xgboost",
+        )
     with pytest.raises(InvalidInputError, match="dimensions but codes_train has"):
         downstream.factor_accuracies(np.zeros((5, 2)), np.zeros((5, 1), int), np.zeros((5, 3)), np.zeros((5, 1), int))
 
@@ -117,3 +126,8 @@ def test_fairness_protocol():
     )
     assert unfair["mean_fairness:pred0:sens1"] > 0.3
     assert unfair["max_fairness:pred0:sens1"] >= unfair["mean_fairness:pred0:sens1"]
+    # scikit-learn's own GBT (the cross-check): integer codes have no ties, so the very same predictions
+    theirs = fairness.evaluate(
+        only_b, data, torch.Generator().manual_seed(0), num_train=300, num_test_points_per_class=20, estimator="sklearn"
+    )
+    assert theirs == unfair

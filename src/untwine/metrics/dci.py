@@ -10,6 +10,11 @@ settings on the raw (unstandardised) training codes; R = |feature_importances_| 
 sums to 1); entropies in bases K (D) and d (C) with +1e-11 added to R; uniform weights if R is all zero;
 "informativeness" is the mean classification *accuracy* over factors (not the paper's error), on train and test.
 
+The GBTs are grown by `estimator="untwine"` (default): untwine.metrics.gbt, an exact re-implementation of
+sklearn's `GradientBoostingClassifier()` fitting every factor's classifier in one pass; `estimator="sklearn"` fits
+scikit-learn's own (the same trees for the same seeds, up to float rounding at exactly tied splits; see
+docs/design-notes.md for the agreement figures).
+
 Deliberate differences from the reference:
 - each GBT gets a random_state derived deterministically from `random_state` (the reference leaves it None; it only
   breaks ties between equally good splits), so results are reproducible and do not depend on `n_jobs`;
@@ -28,11 +33,11 @@ import numpy as np
 import torch
 
 from untwine.errors import InvalidInputError
-from untwine.metrics.predictors import fit_in_parallel, fit_quietly, gradient_boosting_classifier, sklearn_seed
+from untwine.metrics.predictors import check_estimator, fit_boosted_trees, fit_in_parallel, sklearn_seed
 from untwine.metrics.utils import check_classes, check_train_test
 
 NAME = "dci"
-DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "importance": "gbt"}  # reference batch_size 16 only chunks
+DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "importance": "gbt", "estimator": "untwine"}  # batch_size: chunks
 IMPORTANCES = ("gbt", "lightgbm")
 SMOOTHING = 1e-11
 
@@ -76,10 +81,17 @@ def completeness(r) -> float:
     return float(np.sum(per_factor * _weights(r, axis=0)))
 
 
-def _fit_gbt(x_train, y_train, x_test, y_test, seed):
-    model = fit_quietly(gradient_boosting_classifier(seed), x_train, y_train)
-    importance = np.abs(model.feature_importances_)
-    return importance, np.mean(model.predict(x_train) == y_train), np.mean(model.predict(x_test) == y_test)
+def _gbt_results(x_train, factors_train, x_test, factors_test, seeds, estimator, n_jobs) -> list:
+    """[(importance, train accuracy, test accuracy)] of one GradientBoostingClassifier per factor."""
+    labels = [factors_train[:, k] for k in range(factors_train.shape[1])]
+    models = fit_boosted_trees(x_train, labels, seeds, estimator, n_jobs)
+    results = []
+    for k, model in enumerate(models):
+        train = model.predict_training() if hasattr(model, "predict_training") else model.predict(x_train)
+        test = model.predict(x_test)
+        importance = np.abs(model.feature_importances_)
+        results.append((importance, np.mean(train == labels[k]), np.mean(test == factors_test[:, k])))
+    return results
 
 
 def _fit_lightgbm(x_train, y_train, x_test, y_test, seed):
@@ -100,43 +112,57 @@ def _factor_seeds(random_state, num_factors: int) -> list:
 
 
 def importance_matrix(
-    codes_train, factors_train, codes_test, factors_test, importance: str = "gbt", random_state=None, n_jobs=None
+    codes_train,
+    factors_train,
+    codes_test,
+    factors_test,
+    importance: str = "gbt",
+    random_state=None,
+    n_jobs=None,
+    estimator: str = "untwine",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(R [d, K], train accuracy [K], test accuracy [K]): one classifier per factor, fitted in parallel.
+    """(R [d, K], train accuracy [K], test accuracy [K]): one classifier per factor.
 
-    `n_jobs`: joblib workers (None: all cores, capped at K; joblib's default process pool, whose start-up costs a
-    few seconds once per process; use `joblib.parallel_backend` to choose another). Factor k's fit gets its own
-    seed derived from `random_state`, so the result does not depend on `n_jobs` or the backend.
+    `estimator` (GBT only): "untwine" fits every factor's GBT at once (`n_jobs`: numba threads, None: all cores);
+    "sklearn" fits scikit-learn's, and LightGBM's are fitted, in parallel (`n_jobs`: joblib workers, None: all
+    cores, capped at K; joblib's default process pool, whose start-up costs a few seconds once per process; use
+    `joblib.parallel_backend` to choose another). Factor k's fit gets its own seed derived from `random_state`,
+    so the result does not depend on `n_jobs` or the backend.
     """
     codes_train, factors_train, codes_test, factors_test = check_train_test(
         codes_train, factors_train, codes_test, factors_test
     )
     check_classes(factors_train)
-    if importance == "gbt":
-        fit = _fit_gbt
-    elif importance == "lightgbm":
-        fit = _fit_lightgbm
-    else:
+    check_estimator(estimator)
+    if importance not in IMPORTANCES:
         raise InvalidInputError(f"unknown importance estimator {importance!r}; choose {', '.join(IMPORTANCES)}")
     num_factors = factors_train.shape[1]
     # sklearn's trees work in float32: converting once here gives the same numbers without a copy per fit
     x_train = np.ascontiguousarray(codes_train, dtype=np.float32)
     x_test = np.ascontiguousarray(codes_test, dtype=np.float32)
-    jobs = [
-        (x_train, factors_train[:, k], x_test, factors_test[:, k], seed)
-        for k, seed in enumerate(_factor_seeds(random_state, num_factors))
-    ]
-    results = fit_in_parallel(fit, jobs, n_jobs)
+    seeds = _factor_seeds(random_state, num_factors)
+    if importance == "gbt":
+        results = _gbt_results(x_train, factors_train, x_test, factors_test, seeds, estimator, n_jobs)
+    else:
+        jobs = [(x_train, factors_train[:, k], x_test, factors_test[:, k], seed) for k, seed in enumerate(seeds)]
+        results = fit_in_parallel(_fit_lightgbm, jobs, n_jobs)
     r = np.stack([res[0] for res in results], axis=1).astype(np.float64)
     return r, np.array([res[1] for res in results]), np.array([res[2] for res in results])
 
 
 def dci(
-    codes_train, factors_train, codes_test, factors_test, importance: str = "gbt", random_state=None, n_jobs=None
+    codes_train,
+    factors_train,
+    codes_test,
+    factors_test,
+    importance: str = "gbt",
+    random_state=None,
+    n_jobs=None,
+    estimator: str = "untwine",
 ) -> dict[str, float]:
     """Reference DCI on arrays (codes [N, d] floats, factors [N, K] integer indices) -> the four result keys."""
     r, acc_train, acc_test = importance_matrix(
-        codes_train, factors_train, codes_test, factors_test, importance, random_state, n_jobs
+        codes_train, factors_train, codes_test, factors_test, importance, random_state, n_jobs, estimator
     )
     return {
         "disentanglement": disentanglement(r),
@@ -154,11 +180,14 @@ def evaluate(
     num_test: int = 5_000,
     importance: str = "gbt",
     n_jobs=None,
+    estimator: str = "untwine",
 ) -> dict[str, float]:
     """The reference protocol: encode `num_train` then `num_test` fresh samples, then `dci` (spec §5.4)."""
     from untwine.evaluation.representation import sample_train_test
 
+    check_estimator(estimator)
     codes_train, factors_train, codes_test, factors_test = sample_train_test(
         representation, dataset, num_train, num_test, generator
     )
-    return dci(codes_train, factors_train, codes_test, factors_test, importance, sklearn_seed(generator), n_jobs)
+    seed = sklearn_seed(generator)
+    return dci(codes_train, factors_train, codes_test, factors_test, importance, seed, n_jobs, estimator)
