@@ -86,7 +86,7 @@ def parse_option(text: str, metrics: Sequence[str]) -> tuple[str, str, object]:
         raise InvalidInputError(
             f"--option {text!r}: {metric} has no setting {key!r}; its settings: {', '.join(settings)}"
         )
-    default = inspect.signature(PROTOCOLS[metric]).parameters[key].default
+    default = 0 if key == "label_noise" else inspect.signature(PROTOCOLS[metric]).parameters[key].default
     return metric, key, _like_default(text, parse_value(raw), default)
 
 
