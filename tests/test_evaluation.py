@@ -5,6 +5,7 @@ from factories import factor_pixels_dataset, read_pixels
 
 from untwine.errors import InvalidInputError
 from untwine.evaluation import evaluate_model, metric_names, representation, sample_codes
+from untwine.evaluation.evaluate import _generator, parse_option, scaled_options
 from untwine.metrics import PROTOCOLS
 from untwine.nn import GaussianVAE
 
@@ -44,6 +45,21 @@ def test_evaluate_model_keys_and_shared_seeds(dsprites):
     assert a["eval.sampled.mig.discrete_mig"] == b["eval.sampled.mig.discrete_mig"], "the sampled noise is seeded"
 
 
+class PixelModel(torch.nn.Module):
+    """A "model" whose encoder mean reads the factor pixels: code i is weights[i] x factor (i mod K)."""
+
+    def __init__(self, weights=(1.0, 1.0), logvar=-20.0):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(255.0))
+        self.weights = torch.tensor(weights)
+        self.logvar = logvar
+
+    def encode(self, x):
+        pixels = x.flatten(1) * self.scale
+        mean = pixels[:, torch.arange(len(self.weights)) % pixels.shape[1]] * self.weights
+        return mean, torch.full_like(mean, self.logvar)
+
+
 def test_mean_and_sampled_representations():
     model = GaussianVAE(generator=torch.Generator().manual_seed(0))
     x = torch.rand(8, 1, 64, 64)
@@ -56,18 +72,28 @@ def test_mean_and_sampled_representations():
         representation(model, "median")
 
 
-def test_reference_keys_leave_out_fixed_bugs():
-    data = factor_pixels_dataset()
-
-    class PixelModel(torch.nn.Module):  # a "model" whose encoder mean reads the factor pixels
+def test_sampled_representation_is_mean_plus_std_times_seeded_noise():
+    class Known(torch.nn.Module):  # per-point, per-code log-variances: the std is exp(lv / 2), not exp(lv)
         def __init__(self):
             super().__init__()
-            self.scale = torch.nn.Parameter(torch.tensor(255.0))
+            self.unused = torch.nn.Parameter(torch.zeros(()))
 
         def encode(self, x):
-            mean = x.flatten(1) * self.scale
-            return mean, torch.full_like(mean, -20.0)
+            mean = x.flatten(1)[:, :3] * 10.0
+            logvar = torch.log(torch.tensor([[0.25, 4.0, 9.0]])) + x.flatten(1)[:, 3:6]
+            return mean, logvar
 
+    x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    sampled = representation(Known(), "sampled", torch.Generator().manual_seed(7))(x)
+    mean, logvar = x.flatten(1)[:, :3].double() * 10.0, np.log([0.25, 4.0, 9.0]) + x.flatten(1)[:, 3:6].double().numpy()
+    eps = torch.randn(5, 3, generator=torch.Generator().manual_seed(7)).double().numpy()
+    expected = mean.numpy() + np.sqrt(np.exp(logvar)) * eps
+    assert sampled.dtype == np.float32
+    assert np.allclose(sampled, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_reference_keys_leave_out_fixed_bugs():
+    data = factor_pixels_dataset()
     options = {"factor_vae": {"num_variance_estimate": 200, "num_train": 100, "num_eval": 50}}
     results = evaluate_model(PixelModel(), data, ["factor_vae"], ["mean"], options=options)
     assert results["eval.mean.factor_vae.num_active_dims"] == 2
@@ -83,3 +109,86 @@ def test_metric_names():
     assert metric_names("mig,mig") == ["mig"]
     with pytest.raises(InvalidInputError, match="unknown metric"):
         metric_names(["nope"])
+
+
+def test_factor_vae_prune_threshold_reaches_the_metric():
+    data = factor_pixels_dataset()  # factor a: 5 values (std 1.41), factor b: 8 values (std 2.29)
+    # code 2 is 0.02 x factor a: std ~0.028, inactive at the study's 0.05, active at 0.01
+    model = PixelModel(weights=(1.0, 1.0, 0.02))
+    small = {"num_variance_estimate": 500, "num_train": 100, "num_eval": 50}
+
+    def active(**extra):
+        options = {"factor_vae": {**small, **extra}}
+        return evaluate_model(model, data, ["factor_vae"], ["mean"], options=options)
+
+    assert active()["eval.mean.factor_vae.num_active_dims"] == 2
+    assert active(prune_threshold=0.01)["eval.mean.factor_vae.num_active_dims"] == 3
+    assert active(prune_threshold=2.0)["eval.mean.factor_vae.num_active_dims"] == 1  # only factor b's code
+    nothing = active(prune_threshold=10.0)
+    assert [nothing[f"eval.mean.factor_vae.{k}"] for k in ("num_active_dims", "train_accuracy", "eval_accuracy")] == [
+        0,
+        0.0,
+        0.0,
+    ]
+
+
+def test_evaluation_streams_are_independent():
+    """The data stream of seed s + 1 and the noise stream of seed s must not coincide (nor any other pair)."""
+
+    def draws(seed, stream, rep="sampled", metric="mig"):
+        return tuple(torch.rand(64, generator=_generator(seed, stream, rep, metric, "cpu")).tolist())
+
+    streams = {(seed, stream): draws(seed, stream) for seed in range(4) for stream in ("data", "noise")}
+    assert len(set(streams.values())) == len(streams), "two evaluation streams share their draws"
+    assert draws(0, "noise") != draws(1, "data")
+    assert draws(0, "data", "mean") != draws(0, "data", "sampled")
+    assert draws(0, "data", metric="dci") != draws(0, "data")
+    assert draws(2, "noise") == draws(2, "noise"), "each stream is reproducible"
+
+
+def test_evaluation_seeds_change_both_streams(dsprites):
+    model = GaussianVAE(generator=torch.Generator().manual_seed(0))
+    options = {"mig": {"num_train": 200}}
+    runs = [evaluate_model(model, dsprites, ["mig"], ["sampled"], eval_seed=s, options=options) for s in (0, 0, 1)]
+    key = "eval.sampled.mig.discrete_mig"
+    assert runs[0][key] == runs[1][key] and runs[0][key] != runs[2][key]
+
+
+def test_parse_option_by_hand():
+    metrics = ["dci", "downstream_logistic_regression", "mig"]
+    assert parse_option("dci.importance=lightgbm", metrics) == ("dci", "importance", "lightgbm")
+    assert parse_option(" mig.num_bins = 5 ", metrics) == ("mig", "num_bins", 5)
+    value = parse_option("downstream_logistic_regression.num_train=10,100", metrics)
+    assert value == ("downstream_logistic_regression", "num_train", [10, 100])
+    metric, key, rate = parse_option("dci.n_jobs=1", metrics)
+    assert (metric, key, rate, type(rate)) == ("dci", "n_jobs", 1, int)
+    assert parse_option("mig.num_bins=2.5", metrics)[2] == 2.5
+    for bad, message in (
+        ("dci.importance", "metric.setting=value"),
+        ("importance=gbt", "metric.setting=value"),
+        ("dci.=gbt", "metric.setting=value"),
+        ("sap.num_train=5", "not among those evaluated"),
+        ("mig.importance=gbt", "mig has no setting 'importance'"),
+        ("mig.generator=1", "mig has no setting 'generator'"),
+        ("mig.dataset=1", "has no setting"),
+        ("mig.representation=1", "has no setting"),
+    ):
+        with pytest.raises(InvalidInputError, match=message):
+            parse_option(bad, metrics)
+
+
+def test_scaled_options_by_hand():
+    assert scaled_options("mig", 500) == {"num_train": 500}
+    assert scaled_options("dci", 500) == {"num_train": 500, "num_test": 250}
+    assert scaled_options("beta_vae", 301) == {"num_train": 301, "num_eval": 150}
+    assert scaled_options("factor_vae", 400) == {"num_variance_estimate": 400, "num_train": 400, "num_eval": 200}
+    # a list of training sizes keeps those <= num_points, or num_points alone if none is
+    assert scaled_options("downstream_logistic_regression", 500) == {"num_train": (10, 100), "num_test": 250}
+    assert scaled_options("downstream_boosted_trees", 1000) == {"num_train": (10, 100, 1000), "num_test": 500}
+    assert scaled_options("downstream_logistic_regression", 5) == {"num_train": (5,), "num_test": 2}
+    assert scaled_options("fairness", 600) == {"num_train": 600}
+    assert scaled_options("mig", 3) == {"num_train": 3}
+    assert scaled_options("dci", 3) == {"num_train": 3, "num_test": 1}
+    assert scaled_options("dci", 2) == {"num_train": 2, "num_test": 1}
+    with pytest.raises(InvalidInputError, match="at least 2"):
+        scaled_options("mig", 1)
