@@ -146,12 +146,32 @@ def test_evaluation_streams_are_independent():
     assert draws(2, "noise") == draws(2, "noise"), "each stream is reproducible"
 
 
-def test_evaluation_seeds_change_both_streams(dsprites):
-    model = GaussianVAE(generator=torch.Generator().manual_seed(0))
-    options = {"mig": {"num_train": 200}}
-    runs = [evaluate_model(model, dsprites, ["mig"], ["sampled"], eval_seed=s, options=options) for s in (0, 0, 1)]
-    key = "eval.sampled.mig.discrete_mig"
-    assert runs[0][key] == runs[1][key] and runs[0][key] != runs[2][key]
+def test_noise_of_one_seed_is_not_the_data_stream_of_the_next(monkeypatch):
+    """Through evaluate_model: the sampled representation's eps for eval_seed s are not the draws that the metric's
+    data generator of eval_seed s + 1 makes (the two streams are derived independently)."""
+    seen = {}
+
+    def probe(represent, dataset, generator):  # a metric that records its generator and the codes it is given
+        state = generator.get_state()
+        seen[len(seen)] = (state, represent(torch.zeros(16, 1, 1, 2)))
+        return {"value": 0.0}
+
+    class StandardNormal(torch.nn.Module):  # mean 0, log-variance 0: the sampled codes are eps itself
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(()))
+
+        def encode(self, x):
+            return torch.zeros(x.shape[0], 3), torch.zeros(x.shape[0], 3)
+
+    monkeypatch.setitem(PROTOCOLS, "probe", probe)
+    for seed in (0, 1, 0):
+        evaluate_model(StandardNormal(), factor_pixels_dataset(), ["probe"], ["sampled"], eval_seed=seed)
+    (_, eps0), (data_state1, eps1), (_, eps0_again) = seen.values()
+    assert np.array_equal(eps0, eps0_again), "the noise is seeded"
+    assert not np.array_equal(eps0, eps1)
+    data_draws1 = torch.randn(16, 3, generator=torch.Generator().set_state(data_state1)).numpy()
+    assert not np.allclose(eps0, data_draws1), "seed 0's noise repeats seed 1's data stream"
 
 
 def test_parse_option_by_hand():
