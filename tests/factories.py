@@ -23,6 +23,22 @@ def read_pixels(observations: torch.Tensor) -> np.ndarray:
     return observations.flatten(1).numpy() * 255.0
 
 
+class PixelModel(torch.nn.Module):
+    """A "model" for `factor_pixels_dataset`: code i of its encoder mean is weights[i] x factor (i mod K), and every
+    log-variance is `logvar` (the default makes the posteriors point masses in practice)."""
+
+    def __init__(self, weights=(1.0, 1.0), logvar=-20.0):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(255.0))
+        self.weights = torch.tensor(weights)
+        self.logvar = logvar
+
+    def encode(self, x):
+        pixels = x.flatten(1) * self.scale
+        mean = pixels[:, torch.arange(len(self.weights)) % pixels.shape[1]] * self.weights
+        return mean, torch.full_like(mean, self.logvar)
+
+
 def balanced_grid(*sizes, repeat=4) -> np.ndarray:
     """Every factor combination `repeat` times: the factors are exactly independent in the sample."""
     grid = np.array(list(itertools.product(*[range(s) for s in sizes])))

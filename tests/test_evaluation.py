@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from factories import factor_pixels_dataset, read_pixels
+from factories import PixelModel, factor_pixels_dataset, read_pixels
 
 from untwine.errors import InvalidInputError
 from untwine.evaluation import evaluate_model, metric_names, representation, sample_codes
@@ -43,21 +43,6 @@ def test_evaluate_model_keys_and_shared_seeds(dsprites):
     assert "reference.sampled.mig.evaluation_results.elapsed_time" in a
     assert a["eval.mean.mig.discrete_mig"] == b["eval.mean.mig.discrete_mig"]
     assert a["eval.sampled.mig.discrete_mig"] == b["eval.sampled.mig.discrete_mig"], "the sampled noise is seeded"
-
-
-class PixelModel(torch.nn.Module):
-    """A "model" whose encoder mean reads the factor pixels: code i is weights[i] x factor (i mod K)."""
-
-    def __init__(self, weights=(1.0, 1.0), logvar=-20.0):
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.tensor(255.0))
-        self.weights = torch.tensor(weights)
-        self.logvar = logvar
-
-    def encode(self, x):
-        pixels = x.flatten(1) * self.scale
-        mean = pixels[:, torch.arange(len(self.weights)) % pixels.shape[1]] * self.weights
-        return mean, torch.full_like(mean, self.logvar)
 
 
 def test_mean_and_sampled_representations():
