@@ -63,6 +63,42 @@ def test_core_on_hand_made_features():
     assert result == {"train_accuracy": 1.0, "eval_accuracy": pytest.approx(2 / 3)}
 
 
+def ordered_classes(n, seed, noise=0.35):
+    """One feature, three ordered classes: one-vs-rest and multinomial logistic regression disagree here (a linear
+    one-vs-rest model cannot single out the middle class)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    return (y + rng.normal(0, noise, n))[:, None], y
+
+
+def one_vs_rest_predictions(x_train, y_train, x):
+    """The study's sklearn (<= 0.21) default LogisticRegression(): liblinear, one binary model per class; the class
+    with the largest sigmoid wins."""
+    from sklearn.linear_model import LogisticRegression
+
+    scores = [
+        LogisticRegression(solver="liblinear").fit(x_train, y_train == c).decision_function(x)
+        for c in np.unique(y_train)
+    ]
+    return np.argmax(scores, axis=0)
+
+
+def test_default_classifier_is_the_study_one_vs_rest_liblinear():
+    from sklearn.linear_model import LogisticRegression
+
+    train_x, train_y = ordered_classes(90, 0)
+    eval_x, eval_y = ordered_classes(300, 1)
+    sets = ((train_x, train_y), (eval_x, eval_y))
+    ovr = [np.mean(one_vs_rest_predictions(train_x, train_y, x) == y) for x, y in sets]
+    multinomial = LogisticRegression().fit(train_x, train_y)
+    today = [np.mean(multinomial.predict(x) == y) for x, y in sets]
+    assert ovr[1] < today[1] - 0.03, "the case separates the two flavours"
+    result = beta_vae_score_from_features(train_x, train_y, eval_x, eval_y, random_state=0)
+    assert [result["train_accuracy"], result["eval_accuracy"]] == pytest.approx(ovr, abs=1e-12)
+    lbfgs = beta_vae_score_from_features(train_x, train_y, eval_x, eval_y, logistic="lbfgs", random_state=0)
+    assert [lbfgs["train_accuracy"], lbfgs["eval_accuracy"]] == pytest.approx(today, abs=1e-12)
+
+
 def test_bad_input_is_rejected():
     x, y = np.zeros((4, 2)), np.array([0, 1, 0, 1])
     with pytest.raises(InvalidInputError, match="NaN"):

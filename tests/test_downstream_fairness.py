@@ -68,6 +68,34 @@ def test_downstream_parallel_fits_give_the_same_accuracies():
         downstream.factor_accuracies(codes, factors, test_codes, test_factors, n_jobs=0)
 
 
+def test_downstream_logistic_default_is_the_study_one_vs_rest_cv():
+    """The study's LogisticRegressionCV(Cs=10, cv=KFold(5), accuracy) was one-vs-rest: each class picks its own C
+    by cross-validation and the largest decision value wins; today's default is one multinomial model."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import KFold
+
+    def ordered(n, seed):  # one code, three ordered classes
+        rng = np.random.default_rng(seed)
+        y = rng.integers(0, 3, n)
+        return (y + rng.normal(0, 0.35, n))[:, None], y
+
+    (x, y), (x_test, y_test) = ordered(150, 0), ordered(300, 1)
+
+    def cv_model():
+        return LogisticRegressionCV(Cs=10, cv=KFold(n_splits=5), scoring="accuracy")
+
+    decisions = np.stack([cv_model().fit(x, y == c).decision_function(x_test) for c in range(3)], axis=1)
+    ovr = np.mean(decisions.argmax(1) == y_test)
+    multinomial = np.mean(cv_model().fit(x, y).predict(x_test) == y_test)
+    assert ovr != multinomial, "the case separates the two flavours"
+    _, test = downstream.factor_accuracies(x, y[:, None], x_test, y_test[:, None], random_state=0, n_jobs=1)
+    assert test[0] == pytest.approx(ovr, abs=1e-12)
+    _, test = downstream.factor_accuracies(
+        x, y[:, None], x_test, y_test[:, None], random_state=0, logistic="multinomial", n_jobs=1
+    )
+    assert test[0] == pytest.approx(multinomial, abs=1e-12)
+
+
 def test_downstream_single_class_training_sample_predicts_that_class():
     codes = np.arange(10, dtype=float)[:, None]
     factors = np.zeros((10, 1), dtype=int)

@@ -80,6 +80,35 @@ def test_explicitness_by_construction():
     assert explicitness_per_factor(x, y, x, y, logistic="lbfgs") == (1.0, 1.0)
 
 
+def test_explicitness_default_is_the_study_one_vs_rest():
+    """Macro ROC-AUC of the study's classifier: one liblinear model per class, predict_proba = the per-class sigmoids
+    normalised to sum 1 (old sklearn's one-vs-rest), which ranks points differently from today's multinomial model."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    def ordered(n, seed):  # one code, three ordered classes
+        rng = np.random.default_rng(seed)
+        y = rng.integers(0, 3, n)
+        return (y + rng.normal(0, 0.35, n))[:, None], y
+
+    (raw, y), (raw_test, y_test) = ordered(150, 0), ordered(300, 1)
+    x, x_test = (raw - raw.mean()) / raw.std(), (raw_test - raw.mean()) / raw.std()  # as the metric standardises
+
+    def macro_auc(proba, labels):
+        return np.mean([roc_auc_score(labels == c, proba[:, c]) for c in range(3)])
+
+    sigmoids = np.stack(
+        [LogisticRegression(solver="liblinear").fit(x, y == c).predict_proba(x_test)[:, 1] for c in range(3)], axis=1
+    )
+    ovr = macro_auc(sigmoids / sigmoids.sum(1, keepdims=True), y_test)
+    multinomial = macro_auc(LogisticRegression().fit(x, y).predict_proba(x_test), y_test)
+    assert abs(ovr - multinomial) > 5e-4, "the case separates the two flavours"
+    assert explicitness_per_factor(x, y, x_test, y_test)[1] == pytest.approx(ovr, abs=1e-12)
+    assert explicitness_per_factor(x, y, x_test, y_test, logistic="lbfgs")[1] == pytest.approx(multinomial, abs=1e-12)
+    result = modularity_explicitness(raw, y[:, None], raw_test, y_test[:, None])
+    assert result["explicitness_score_test"] == pytest.approx(ovr, abs=1e-9)
+
+
 def test_constant_code_is_left_centred():
     f = balanced_grid(3, 3, repeat=10)
     codes = np.c_[f, np.full(len(f), 7.0)].astype(float)
