@@ -2,9 +2,11 @@ import importlib
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 from factories import factor_pixels_dataset, read_pixels
 
+from untwine.data.base import FactorDataset
 from untwine.errors import InvalidInputError
 from untwine.metrics.beta_vae_score import beta_vae_score_from_features, sample_features
 
@@ -29,6 +31,50 @@ def test_features_share_the_labelled_factor():
     others = np.ones_like(features, dtype=bool)
     others[rows, labels] = False
     assert np.all(features[others] > 0)
+
+
+class TwoBatches(FactorDataset):
+    """Each BetaVAE point samples two batches of factor vectors: here the first batch is all zeros and the second
+    holds 0, 1, ..., B - 1 in every factor (B = 8), so |r1 - r2| over a batch is 0, 1, ..., 7 for every code
+    except the fixed factor's (0: the protocol copies that factor into the second batch)."""
+
+    name = "two_batches"
+    factor_sizes = (8, 8, 8)
+    observation_shape = (1, 1, 3)
+
+    def __init__(self):
+        self.calls = 0
+
+    def sample_factors(self, n, generator):
+        self.calls += 1
+        if self.calls % 2:
+            return torch.zeros(n, 3, dtype=torch.long)
+        return (torch.arange(n) % 8)[:, None].repeat(1, 3)
+
+    def _observations(self, factors, generator):
+        return factors.float().view(-1, 1, 1, 3)
+
+
+def test_features_are_the_batch_mean_of_absolute_differences():
+    data = TwoBatches()
+    features, labels = sample_features(lambda x: x.flatten(1).numpy(), data, torch.Generator().manual_seed(0), 40, 8)
+    expected = np.full((40, 3), np.mean(np.arange(8)))  # mean |0 - b| over b = 0..7: 3.5 (the batch max would be 7)
+    expected[np.arange(40), labels] = 0.0
+    assert np.array_equal(features, expected)
+    assert data.calls == 2, "40 points of 2 x 8 vectors fit in one chunk of two batches"
+
+
+def test_the_fixed_factor_is_drawn_uniformly():
+    data = factor_pixels_dataset((2, 2, 2, 2, 2))
+    _, labels = sample_features(read_pixels, data, torch.Generator().manual_seed(4), 5000, batch_size=2)
+    counts = np.bincount(labels, minlength=5)
+    assert counts.size == 5 and counts.min() > 0
+    # chi-square goodness of fit to the uniform distribution over the 5 factors (fixed seed: a fixed outcome)
+    assert scipy.stats.chisquare(counts).pvalue > 0.01
+    assert (
+        scipy.stats.chisquare(counts, [0.3 * 5000, 0.175 * 5000, 0.175 * 5000, 0.175 * 5000, 0.175 * 5000]).pvalue
+        < 1e-6
+    )
 
 
 def test_perfect_representation_scores_one():
