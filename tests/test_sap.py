@@ -1,7 +1,10 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from factories import balanced_grid, factor_pixels_dataset, read_pixels
+from sklearn.exceptions import ConvergenceWarning
 
 from untwine.errors import InvalidInputError
 from untwine.metrics.sap import evaluate, sap, sap_score_matrix
@@ -40,11 +43,42 @@ def test_multiclass_aligned_rotated_and_noise():
     assert noise["SAP_score"] < 0.1
 
 
-def test_dual_is_an_option():
-    f_train, f_test = balanced_grid(2, 2, repeat=50), balanced_grid(2, 2, repeat=25)
+def test_dual_reaches_the_svm():
+    """Codes on a scale of 1000: liblinear's dual solver stops at max_iter = 1000 far from the optimum that the
+    primal one reaches, so the setting visibly changes S (and each entry is that solver's 1-D test accuracy)."""
+    from sklearn.svm import LinearSVC
+
+    f_train, f_test = balanced_grid(4, 2, repeat=40), balanced_grid(4, 2, repeat=20)
+    train, test = 1000 * noisy(f_train, scale=0.3), 1000 * noisy(f_test, 1, scale=0.3)
+    matrices = {}
     for dual in (True, False, "auto"):
-        s = sap_score_matrix(noisy(f_train), f_train, noisy(f_test, 1), f_test, dual=dual, random_state=0)
-        assert s.tolist() == [[1.0, 0.5], [0.5, 1.0]]
+        expected = np.zeros((2, 2))
+        for i in range(2):
+            for k in range(2):
+                svm = LinearSVC(C=0.01, class_weight="balanced", dual=dual, max_iter=1000, random_state=0)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    svm.fit(train[:, i : i + 1], f_train[:, k])
+                expected[i, k] = np.mean(svm.predict(test[:, i : i + 1]) == f_test[:, k])
+        matrices[dual] = sap_score_matrix(train, f_train, test, f_test, dual=dual, random_state=0)
+        assert np.array_equal(matrices[dual], expected), dual
+    assert np.abs(matrices[True] - matrices[False]).max() > 0.1
+    assert np.array_equal(sap_score_matrix(train, f_train, test, f_test, dual="False", random_state=0), matrices[False])
+    with pytest.raises(InvalidInputError, match="dual"):
+        sap_score_matrix(train, f_train, test, f_test, dual="primal")
+    with pytest.raises(InvalidInputError, match="dual"):
+        sap_score_matrix(train, f_train, test, f_test, dual=1)
+
+
+def test_dual_is_a_protocol_option():
+    data, g = factor_pixels_dataset((4, 2)), torch.Generator
+    scaled = lambda x: 1000 * read_pixels(x) + np.random.default_rng(0).normal(0, 300, (len(x), 2))  # noqa: E731
+    study = evaluate(scaled, data, g().manual_seed(0), num_train=300, num_test=200)
+    primal = evaluate(scaled, data, g().manual_seed(0), num_train=300, num_test=200, dual=False)
+    assert study != primal
+    assert evaluate(scaled, data, g().manual_seed(0), num_train=300, num_test=200, dual=True) == study
+    with pytest.raises(InvalidInputError, match="dual"):
+        evaluate(scaled, data, g().manual_seed(0), num_train=300, num_test=200, dual="primal")
 
 
 # --- continuous mode: squared correlation on the training set -----------------------------------------------------
