@@ -51,7 +51,6 @@ def test_scream_dsprites_patches_and_inversion(tmp_path, dsprites):
     assert painting.shape[1] == 274  # 480 x 600 fitted within 350 x 274 keeps the aspect ratio: height-bound
     scream = ScreamDSprites(dsprites, painting)
     factors, x = _draw(scream)
-    on = dsprites.observations(factors).expand(-1, 3, -1, -1) > 0
     assert x.shape == (16, 3, 64, 64) and 0.0 <= x.min() and x.max() <= 1.0
     # the background (patch + c) / 2 and the inverted sprite are checked exactly on a one-colour painting below
     dataset = get_dataset("scream_dsprites", tmp_path)
