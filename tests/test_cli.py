@@ -3,6 +3,8 @@ import json
 import pytest
 
 from untwine.cli import main
+from untwine.evaluation import evaluate_model
+from untwine.runs import RunDir
 
 
 @pytest.mark.parametrize(
@@ -91,7 +93,23 @@ def test_train_evaluate_report(tmp_path, capsys):
         == 0
     )
     results = json.loads((run / "results.json").read_text())
-    assert 0.0 <= results["eval.mean.dci.disentanglement"] <= 1.0
+    # the stored numbers are those of a direct call with the options (--num-points 200 -> 200 train, 100 test)
+    model, dataset = RunDir(run).load_model(), RunDir(run).load_dataset()
+    options = {"dci": {"num_train": 200, "num_test": 100, "importance": "lightgbm", "n_jobs": 1}}
+    direct = evaluate_model(model, dataset, ["dci"], ["mean"], options=options)
+    for key in ("disentanglement", "completeness", "informativeness_train", "informativeness_test"):
+        assert results[f"eval.mean.dci.{key}"] == direct[f"eval.mean.dci.{key}"], key
+    # and an option changes the number: MIG with 5 bins instead of 20
+    assert (
+        main(["evaluate", str(run), "--num-points", "500", "--representation", "mean", "--option", "mig.num_bins=5"])
+        == 0
+    )
+    five_bins = json.loads((run / "results.json").read_text())["eval.mean.mig.discrete_mig"]
+    options = {"mig": {"num_train": 500}}
+    twenty = evaluate_model(model, dataset, ["mig"], ["mean"], options=options)["eval.mean.mig.discrete_mig"]
+    options["mig"]["num_bins"] = 5
+    assert five_bins == evaluate_model(model, dataset, ["mig"], ["mean"], options=options)["eval.mean.mig.discrete_mig"]
+    assert five_bins != twenty
     for bad, message in (
         ("dci.importance", "metric.setting=value"),
         ("mig.importance=gbt", "mig has no setting"),
