@@ -70,9 +70,14 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, dsprites)
     latest = run.checkpoints.latest()
     assert latest is not None and str(latest) in str(info.value)
     saved = json.loads((latest / "state.json").read_text())["step"]
-    assert saved < trainer.step + 1
-    assert all(torch.isfinite(v).all() for v in _weights(tmp_path / "a", "latest").values())
+    # step `saved` + 1 diverged: its update was not applied, and the checkpoint of every good step was written
+    assert saved == trainer.step >= 1 and f"diverged at step {saved + 1}:" in str(info.value)
+    kept = _weights(tmp_path / "a", "latest")
+    assert all(torch.isfinite(v).all() for v in kept.values())
     assert not run.checkpoints.final.exists()
+    # the kept weights are those of `saved` good steps: a fresh run of that length ends with the same weights
+    Trainer(config.model_copy(update={"steps": saved}), tmp_path / "b", dataset=dsprites).train()
+    assert _same(kept, _weights(tmp_path / "b"))
 
 
 def test_threshold_divergence_message(tmp_path, dsprites):
