@@ -23,7 +23,7 @@ def _same(a, b):
 
 
 def test_training_is_seeded_and_writes_the_run_dir(tmp_path, dsprites):
-    config = TrainConfig(steps=12, log_every=4, checkpoint_every=5, beta=4.0)
+    config = TrainConfig(steps=12, log_every=4, checkpoint_every=5, beta=4.0, batch_size=16)
     Trainer(config, tmp_path / "a", dataset=dsprites).train()
     Trainer(config, tmp_path / "b", dataset=dsprites).train()
     Trainer(config.model_copy(update={"seed": 1}), tmp_path / "c", dataset=dsprites).train()
@@ -43,8 +43,19 @@ def test_training_is_seeded_and_writes_the_run_dir(tmp_path, dsprites):
     assert not _same(untrained, _weights(tmp_path / "a"))
 
 
-def test_training_reduces_the_loss(tmp_path, dsprites):
-    config = TrainConfig(steps=60, log_every=10, checkpoint_every=100, learning_rate=1e-3)
+@pytest.mark.parametrize(
+    "architecture, batch_size",
+    [("fc", 32), pytest.param("conv", 64, marks=pytest.mark.slow)],  # the study's network and batch: ~5 min on CI
+)
+def test_training_reduces_the_loss(architecture, batch_size, tmp_path, dsprites):
+    config = TrainConfig(
+        steps=60,
+        log_every=10,
+        checkpoint_every=100,
+        learning_rate=1e-3,
+        architecture=architecture,
+        batch_size=batch_size,
+    )
     Trainer(config, tmp_path / "a", dataset=dsprites).train()
     log = RunDir(tmp_path / "a").read_log()
     assert log[-1]["reconstruction_loss"] < 0.5 * log[0]["reconstruction_loss"]
