@@ -45,7 +45,7 @@ def test_training_is_seeded_and_writes_the_run_dir(tmp_path, dsprites):
 
 @pytest.mark.parametrize(
     "architecture, batch_size",
-    [("fc", 32), pytest.param("conv", 64, marks=pytest.mark.slow)],  # the study's network and batch: ~5 min on CI
+    [("fc", 32), pytest.param("conv", 64, marks=pytest.mark.slow)],  # the study's network and batch
 )
 def test_training_reduces_the_loss(architecture, batch_size, tmp_path, dsprites):
     config = TrainConfig(
