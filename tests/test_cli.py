@@ -65,9 +65,12 @@ def test_train_evaluate_report(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--num-points", "500", "--untrained"]) == 0
     results = json.loads((run / "results.json").read_text())
-    for prefix in ("", "untrained."):
+    dataset = RunDir(run).load_dataset()
+    for prefix, which in (("", "final"), ("untrained.", "untrained")):  # as a direct call on the stored network
+        direct = evaluate_model(RunDir(run).load_model(which), dataset, ["mig"], options={"mig": {"num_train": 500}})
         for rep in ("mean", "sampled"):
-            assert 0.0 <= results[f"{prefix}eval.{rep}.mig.discrete_mig"] <= 1.0
+            assert results[f"{prefix}eval.{rep}.mig.discrete_mig"] == direct[f"eval.{rep}.mig.discrete_mig"]
+    assert results["eval.mean.mig.discrete_mig"] != results["untrained.eval.mean.mig.discrete_mig"]
     assert main(["evaluate", str(run), "--metrics", "nope"]) == 2
     assert main(["report", str(run)]) == 0
     html = (run / "report.html").read_text()
@@ -94,7 +97,7 @@ def test_train_evaluate_report(tmp_path, capsys):
     )
     results = json.loads((run / "results.json").read_text())
     # the stored numbers are those of a direct call with the options (--num-points 200 -> 200 train, 100 test)
-    model, dataset = RunDir(run).load_model(), RunDir(run).load_dataset()
+    model = RunDir(run).load_model()
     options = {"dci": {"num_train": 200, "num_test": 100, "importance": "lightgbm", "n_jobs": 1}}
     direct = evaluate_model(model, dataset, ["dci"], ["mean"], options=options)
     for key in ("disentanglement", "completeness", "informativeness_train", "informativeness_test"):
