@@ -202,3 +202,73 @@ def test_scaled_options_by_hand():
     assert scaled_options("dci", 2) == {"num_train": 2, "num_test": 1}
     with pytest.raises(InvalidInputError, match="at least 2"):
         scaled_options("mig", 1)
+
+
+# the study's metric settings (spec §5.15 table, §5.9 fairness, §5.10 IRS; the classifier flavours of spec §10
+# items 14, 15 and 17), written out by hand: each protocol's defaults must be these
+STUDY_DEFAULTS = {
+    "beta_vae": {"batch_size": 64, "num_train": 10_000, "num_eval": 5_000, "logistic": "liblinear_ovr"},
+    "factor_vae": {
+        "batch_size": 64,
+        "num_variance_estimate": 10_000,
+        "num_train": 10_000,
+        "num_eval": 5_000,
+        "prune_threshold": 0.05,
+    },
+    "mig": {"num_train": 10_000, "num_bins": 20, "estimator": "histogram"},
+    "mig_posterior": {"num_train": 10_000, "estimator": "posterior"},
+    "dci": {"num_train": 10_000, "num_test": 5_000, "importance": "gbt"},
+    "sap": {"num_train": 10_000, "num_test": 5_000, "continuous_factors": False, "dual": True},
+    "modularity_explicitness": {"num_train": 10_000, "num_test": 5_000, "num_bins": 20, "logistic": "liblinear_ovr"},
+    "irs": {"num_train": 10_000, "num_bins": 20, "diff_quantile": 0.99},
+    "unsupervised": {"num_train": 10_000, "num_bins": 20},
+    "downstream_logistic_regression": {
+        "num_train": (10, 100, 1000, 10_000),
+        "num_test": 5_000,
+        "predictor": "logistic_regression",
+        "logistic": "ovr",
+    },
+    "downstream_boosted_trees": {"num_train": (10, 100, 1000, 10_000), "num_test": 5_000, "predictor": "boosted_trees"},
+    "fairness": {"num_train": 10_000, "num_test_points_per_class": 100, "predictor": "boosted_trees"},
+}
+
+
+def test_protocol_defaults_are_the_study_settings():
+    import inspect
+
+    assert set(STUDY_DEFAULTS) == set(PROTOCOLS)
+    for name, expected in STUDY_DEFAULTS.items():
+        parameters = inspect.signature(PROTOCOLS[name]).parameters
+        got = {key: parameters[key].default for key in expected}
+        assert got == expected, name
+        assert all(type(got[k]) is type(v) for k, v in expected.items()), name  # 0.05, not 0 or "0.05"
+
+
+def test_array_level_defaults_are_the_study_settings():
+    import importlib
+    import inspect
+
+    modules = "beta_vae_score dci factor_vae_score irs mig modularity sap unsupervised utils".split()
+    # the modules themselves (untwine.metrics exports functions of some of the same names)
+    beta_vae_score, dci, factor_vae_score, irs, mig, modularity, sap, unsupervised, utils = (
+        importlib.import_module(f"untwine.metrics.{m}") for m in modules
+    )
+    expected = {
+        mig.mig: {"num_bins": 20},
+        utils.histogram_discretize: {"num_bins": 20},
+        sap.sap: {"continuous_factors": False, "dual": True},
+        sap.sap_score_matrix: {"continuous_factors": False, "dual": True},
+        dci.dci: {"importance": "gbt"},
+        dci.importance_matrix: {"importance": "gbt"},
+        modularity.modularity_explicitness: {"num_bins": 20, "logistic": "liblinear_ovr"},
+        modularity.explicitness_per_factor: {"logistic": "liblinear_ovr"},
+        irs.irs: {"num_bins": 20, "diff_quantile": 0.99},
+        irs.irs_matrix: {"diff_quantile": 0.99},
+        unsupervised.unsupervised: {"num_bins": 20},
+        factor_vae_score.active_dims: {"prune_threshold": 0.05},
+        beta_vae_score.beta_vae_score_from_features: {"logistic": "liblinear_ovr"},
+        beta_vae_score.sample_features: {"batch_size": 64},
+    }
+    for function, defaults in expected.items():
+        parameters = inspect.signature(function).parameters
+        assert {key: parameters[key].default for key in defaults} == defaults, function.__name__
