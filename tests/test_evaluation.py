@@ -4,6 +4,7 @@ import torch
 from factories import PixelModel, factor_pixels_dataset, read_pixels
 from sklearn.metrics import mutual_info_score
 
+from untwine.data.base import FactorDataset
 from untwine.errors import InvalidInputError
 from untwine.evaluation import evaluate_model, metric_names, representation, sample_codes
 from untwine.evaluation.evaluate import _generator, parse_option, scaled_options
@@ -272,3 +273,62 @@ def test_array_level_defaults_are_the_study_settings():
     for function, defaults in expected.items():
         parameters = inspect.signature(function).parameters
         assert {key: parameters[key].default for key in defaults} == defaults, function.__name__
+
+
+class Recording(FactorDataset):
+    """`factor_pixels_dataset(sizes)` that records the generator of every draw, with observation noise drawn from it
+    (so that a draw from any other generator would also change the numbers)."""
+
+    def __init__(self, sizes=(3, 4)):
+        self.base = factor_pixels_dataset(sizes)
+        self.name, self.factor_sizes, self.observation_shape = "recording", self.base.factor_sizes, (1, 1, len(sizes))
+        self.generators = []
+
+    def sample_factors(self, n, generator):
+        self.generators.append(generator)
+        return self.base.sample_factors(n, generator)
+
+    def _observations(self, factors, generator):
+        self.generators.append(generator)
+        noise = torch.rand(factors.shape[0], 1, 1, factors.shape[1], generator=generator) * (0.2 / 255)
+        return self.base.observations(factors, generator) + noise
+
+
+@pytest.mark.parametrize("name", list(PROTOCOLS))
+def test_every_draw_comes_from_the_protocols_generator(name):
+    data, generator = Recording(), torch.Generator().manual_seed(0)
+    import inspect
+
+    options = scaled_options(name, 80)
+    if name == "fairness":
+        options["num_test_points_per_class"] = 5
+    if "n_jobs" in inspect.signature(PROTOCOLS[name]).parameters:
+        options["n_jobs"] = 1  # no process pool to start
+    PROTOCOLS[name](representation(PixelModel(), "mean"), data, generator, **options)
+    assert data.generators and all(g is generator for g in data.generators), name
+
+
+def _same_draws(seed=3):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize(
+    "name, options, array_function",
+    [
+        ("mig", {"num_bins": 3}, "mig"),
+        ("irs", {"num_bins": 2, "diff_quantile": 0.5}, "irs"),
+        ("unsupervised", {"num_bins": 3}, "unsupervised"),
+    ],
+)
+def test_protocol_options_reach_the_array_level_metric(name, options, array_function):
+    """protocol(options) == array-level metric(options) on the protocol's own sample (`sample_codes` first), and the
+    options change the number."""
+    import importlib
+
+    function = getattr(importlib.import_module(f"untwine.metrics.{array_function}"), array_function)
+    rep = lambda x: read_pixels(x) + 0.3 * np.sin(7 * read_pixels(x)[:, ::-1])  # noqa: E731  informative, entangled
+    data = factor_pixels_dataset((5, 8))
+    result = PROTOCOLS[name](rep, data, _same_draws(), num_train=400, **options)
+    codes, factors = sample_codes(rep, data, 400, _same_draws())
+    assert result == (function(codes, factors, **options) if name != "unsupervised" else function(codes, **options))
+    assert result != PROTOCOLS[name](rep, data, _same_draws(), num_train=400), "the options change the result"

@@ -2,6 +2,7 @@ import importlib
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 from factories import factor_pixels_dataset, read_pixels
 
@@ -44,6 +45,20 @@ def test_votes_on_hand_made_codes():
     # ratio 0) is never chosen
     assert votes.tolist() == [[1, 0, 0], [0, 1, 0]]
     assert active_dims(np.array([0.0025, 0.0024, 1.0])).tolist() == [True, False, True]  # threshold on the std
+
+
+def test_sample_votes_casts_one_vote_per_group_with_uniform_labels():
+    data = factor_pixels_dataset((4, 5, 6))
+    gv, active = np.ones(3), np.ones(3, dtype=bool)
+    for num_votes, batch_size in ((1, 2), (700, 8), (130, 64)):  # one group; 600-group chunks; 64-group chunks
+        votes = factor_vae_score.sample_votes(
+            read_pixels, data, torch.Generator().manual_seed(0), num_votes, batch_size, gv, active
+        )
+        assert votes.sum() == num_votes and votes.shape == (3, 3)
+        # a perfect representation: the fixed factor's own code has zero local variance, so votes are diagonal
+        assert np.array_equal(votes, np.diag(np.diag(votes)))
+    votes = factor_vae_score.sample_votes(read_pixels, data, torch.Generator().manual_seed(1), 6000, 2, gv, active)
+    assert scipy.stats.chisquare(votes.sum(1)).pvalue > 0.01  # the fixed factor k is uniform over the 3 factors
 
 
 def test_perfect_representation_scores_one():

@@ -55,6 +55,26 @@ def test_hand_computed_case():
     assert irs(codes, factors, diff_quantile=0.5)["IRS"] == pytest.approx(1 - 0.5 / 5.5)
 
 
+def test_scale_does_not_matter_and_the_quantile_ends_are_allowed():
+    """IRS is scale-free: codes a thousand times smaller (max deviations summing below 1) score the same; the
+    quantile may be anything in [0, 1], both ends included (0: the smallest deviation, 1: the largest)."""
+    factors = np.array([[0, 1], [0, 0], [1, 1], [1, 0], [2, 1], [2, 0]])
+    codes = np.array([[0.0, 5.0], [0.4, 1.0], [2.0, 4.0], [2.2, 0.0], [3.9, 6.0], [4.1, 2.0]])
+    big, small = irs_matrix(codes, factors), irs_matrix(codes / 1000, factors)
+    assert small["max_deviations"].sum() < 1 < big["max_deviations"].sum()
+    assert small["avg_score"] == pytest.approx(big["avg_score"], rel=1e-9)
+    assert irs(codes / 1000, factors)["IRS"] == pytest.approx(irs(codes, factors)["IRS"], rel=1e-9)
+    # latent 0, factor 0: groups {0, 0.4}, {2, 2.2}, {3.9, 4.1}: |z - group mean| = 0.2, 0.1, 0.1 in each pair;
+    # quantile 0 -> the minimum 0.2, 0.1, 0.1, quantile 1 -> the maximum, the same here; max_dev = |0 - 2.1|
+    for q in (0.0, 1.0):
+        assert irs_matrix(codes, factors, diff_quantile=q)["IRS_matrix"][0, 0] == pytest.approx(1 - (0.4 / 3) / 2.1)
+    uneven = np.array([[0.0], [1.0], [3.0], [10.0], [10.0], [10.0]])
+    binary = np.array([[0], [0], [0], [1], [1], [1]])
+    # group 0: mean 4/3, deviations 4/3, 1/3, 5/3; group 1: 0. max_dev = |0 - 34/6|
+    assert irs_matrix(uneven, binary, diff_quantile=0.0)["avg_score"] == pytest.approx(1 - (1 / 3) / 2 / (34 / 6))
+    assert irs_matrix(uneven, binary, diff_quantile=1.0)["avg_score"] == pytest.approx(1 - (5 / 3) / 2 / (34 / 6))
+
+
 def test_factors_are_discretised_into_20_bins():
     factors = np.repeat(np.arange(40), 3)[:, None]
     # 20 equal-width bins over [0, 39] merge the values in pairs {2m, 2m+1}: within-bin deviation 0.5 for every
@@ -85,6 +105,8 @@ def test_bad_input_is_rejected():
         irs(np.zeros((10, 3)), f + 0.5)
     with pytest.raises(InvalidInputError, match="diff_quantile"):
         irs(np.zeros((10, 3)), f, diff_quantile=1.5)
+    with pytest.raises(InvalidInputError, match="diff_quantile"):
+        irs(np.zeros((10, 3)), f, diff_quantile=-0.01)
 
 
 def test_protocol_on_a_perfect_representation_is_deterministic():

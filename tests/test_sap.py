@@ -101,6 +101,17 @@ def test_continuous_mode_is_squared_correlation():
     assert np.all(s[3] == 0.0)
 
 
+def test_continuous_mode_zeroes_codes_of_variance_up_to_1e_12():
+    """S[i, k] = 0 where var(c_i) (ddof 1) <= 1e-12, the squared correlation otherwise, whatever the code's scale."""
+    f = balanced_grid(3, 2, repeat=50)  # 300 points
+    unit = (f[:, 0] - f[:, 0].mean()) / f[:, 0].std(ddof=1)  # variance exactly 1 up to rounding
+    for variance, expected in ((5e-13, 0.0), (2e-12, 1.0), (1.0, 1.0)):
+        codes = np.c_[np.sqrt(variance) * unit, f[:, 1].astype(float)]
+        s = sap_score_matrix(codes, f, codes[:5], f[:5], continuous_factors=True)
+        assert s[0, 0] == pytest.approx(expected, abs=1e-9), variance
+        assert s[1, 1] == pytest.approx(1.0) and s[1, 0] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_continuous_mode_by_construction():
     f = balanced_grid(4, 4)
     codes = f.astype(float)
