@@ -332,3 +332,27 @@ def test_protocol_options_reach_the_array_level_metric(name, options, array_func
     codes, factors = sample_codes(rep, data, 400, _same_draws())
     assert result == (function(codes, factors, **options) if name != "unsupervised" else function(codes, **options))
     assert result != PROTOCOLS[name](rep, data, _same_draws(), num_train=400), "the options change the result"
+
+
+def test_evaluate_run_merges_trained_and_untrained_results(tmp_path, dsprites):
+    from untwine.config import TrainConfig
+    from untwine.evaluation import evaluate_run
+    from untwine.runs import RunDir
+    from untwine.training import Trainer
+
+    config = TrainConfig(steps=2, batch_size=4, architecture="fc", learning_rate=1e-2)
+    Trainer(config, tmp_path / "run", dataset=dsprites).train()
+    run = RunDir(tmp_path / "run")
+    options = {"mig": {"num_train": 300, "num_bins": 7}}
+    trained = evaluate_run(run.path, ["mig"], ["mean"], options=options, eval_seed=2)
+    untrained = evaluate_run(run.path, "mig", ["mean"], untrained=True, options=options, eval_seed=2)
+    key = "eval.mean.mig.discrete_mig"
+    for results, which in ((trained, "final"), (untrained, "untrained")):
+        direct = evaluate_model(run.load_model(which), dsprites, ["mig"], ["mean"], eval_seed=2, options=options)
+        prefix = "untrained." if which == "untrained" else ""
+        assert results[prefix + key] == direct[key]
+    assert set(untrained) == {f"untrained.{k}" for k in trained}
+    stored = run.read_results()
+    assert stored[key] == trained[key] and stored["untrained." + key] == untrained["untrained." + key]
+    assert stored["train.global_step"] == 2, "earlier results are kept"
+    assert trained[key] != untrained["untrained." + key]
