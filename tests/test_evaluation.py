@@ -174,6 +174,7 @@ def test_parse_option_by_hand():
     metric, key, rate = parse_option("dci.n_jobs=1", metrics)
     assert (metric, key, rate, type(rate)) == ("dci", "n_jobs", 1, int)
     assert parse_option("mig.num_bins=2.5", metrics)[2] == 2.5
+    assert parse_option("dci.importance=a=b", metrics) == ("dci", "importance", "a=b")  # the first "=" splits
     for bad, message in (
         ("dci.importance", "metric.setting=value"),
         ("importance=gbt", "metric.setting=value"),
@@ -183,6 +184,7 @@ def test_parse_option_by_hand():
         ("mig.generator=1", "mig has no setting 'generator'"),
         ("mig.dataset=1", "has no setting"),
         ("mig.representation=1", "has no setting"),
+        ("mig.num.bins=3", "mig has no setting 'num.bins'"),  # the first "." splits
     ):
         with pytest.raises(InvalidInputError, match=message):
             parse_option(bad, metrics)

@@ -1,4 +1,5 @@
 import importlib
+import warnings
 
 import numpy as np
 import pytest
@@ -47,6 +48,8 @@ def test_hand_computed_case():
     assert np.allclose(inner["max_deviations"], [1.5, 0.5])
     assert np.allclose(inner["IRS_matrix"], [[1 - 0.5 / 1.5], [0.0]])
     assert inner["parents"].tolist() == [0, 0]
+    assert set(inner) == {"IRS_matrix", "disentanglement_scores", "parents", "max_deviations", "avg_score"}
+    assert np.allclose(inner["disentanglement_scores"], [1 - 0.5 / 1.5, 0.0])
     assert inner["avg_score"] == pytest.approx((2 / 3 * 1.5 + 0 * 0.5) / 2.0)
     assert irs(codes, factors) == {"IRS": pytest.approx(0.5), "num_active_dims": 2}
     # diff_quantile = 0.5 uses the median instead
@@ -84,8 +87,12 @@ def test_factors_are_discretised_into_20_bins():
 
 
 def test_all_max_deviations_zero_use_the_plain_mean():
-    inner = irs_matrix(np.zeros((4, 2)), np.array([[0], [0], [1], [1]]))
-    assert np.isnan(inner["avg_score"])  # 1 - 0/0 as in the reference; irs() never gets here (dims dropped)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0 / 0 here is expected: no RuntimeWarning reaches the user
+        inner = irs_matrix(np.zeros((4, 2)), np.array([[0], [0], [1], [1]]))
+        assert np.isnan(inner["avg_score"])  # 1 - 0/0 as in the reference; irs() never gets here (dims dropped)
+        # and one point is a valid (if degenerate) input of the reference's function
+        assert np.isnan(irs_matrix(np.ones((1, 2)), np.array([[0]]))["avg_score"])
 
 
 def test_constant_codes_score_zero():

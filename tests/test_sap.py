@@ -95,9 +95,11 @@ def test_continuous_mode_is_squared_correlation():
     assert sap(codes, f, codes[:5], f[:5], continuous_factors=True)["SAP_score"] == pytest.approx(
         np.mean(top[-1] - top[-2])
     )
-    # a constant code scores 0 instead of dividing by zero
+    # a constant code scores 0 instead of dividing by zero (and without a RuntimeWarning)
     with_constant = np.c_[codes, np.full(300, 2.0)]
-    s = sap_score_matrix(with_constant, f, with_constant[:5], f[:5], continuous_factors=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = sap_score_matrix(with_constant, f, with_constant[:5], f[:5], continuous_factors=True)
     assert np.all(s[3] == 0.0)
 
 
