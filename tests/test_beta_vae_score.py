@@ -93,6 +93,29 @@ def test_noise_representation_scores_chance():
     assert 0.15 < result["eval_accuracy"] < 0.55  # chance is 1/3
 
 
+def test_protocol_is_features_then_classifier():
+    """evaluate = training features (num_train points of `batch_size` pairs), the classifier's seed, evaluation
+    features, then the classifier: replayed step by step on the same generator, with non-default settings."""
+    from untwine.metrics.predictors import sklearn_seed
+
+    data = factor_pixels_dataset((4, 5, 6))
+    mixing = np.array([[1, 0.8, 0.3], [0.5, 1, 0.9], [0.2, 0.7, 1]])
+    rep = lambda x: np.sin(1.3 * read_pixels(x) @ mixing)  # noqa: E731  entangled codes: accuracies near 0.4
+    options = {"batch_size": 3, "num_train": 150, "num_eval": 70, "logistic": "lbfgs"}
+    result = beta_vae_score.evaluate(rep, data, torch.Generator().manual_seed(8), **options)
+    g = torch.Generator().manual_seed(8)
+    train = sample_features(rep, data, g, 150, batch_size=3)
+    seed = sklearn_seed(g)
+    evaluation = sample_features(rep, data, g, 70, batch_size=3)
+    assert result == beta_vae_score_from_features(*train, *evaluation, logistic="lbfgs", random_state=seed)
+    assert result != beta_vae_score.evaluate(
+        rep, data, torch.Generator().manual_seed(8), **{**options, "batch_size": 4}
+    )
+    assert result != beta_vae_score.evaluate(
+        rep, data, torch.Generator().manual_seed(8), **{**options, "logistic": "liblinear_ovr"}
+    )
+
+
 def test_deterministic_for_a_seed():
     data = factor_pixels_dataset()
     run = lambda seed: beta_vae_score.evaluate(  # noqa: E731
