@@ -56,12 +56,18 @@ class TwoBatches(FactorDataset):
 
 
 def test_features_are_the_batch_mean_of_absolute_differences():
-    data = TwoBatches()
-    features, labels = sample_features(lambda x: x.flatten(1).numpy(), data, torch.Generator().manual_seed(0), 40, 8)
-    expected = np.full((40, 3), np.mean(np.arange(8)))  # mean |0 - b| over b = 0..7: 3.5 (the batch max would be 7)
-    expected[np.arange(40), labels] = 0.0
+    data, calls = TwoBatches(), []
+
+    def represent(x):
+        calls.append(len(x))
+        return x.flatten(1).numpy()
+
+    features, labels = sample_features(represent, data, torch.Generator().manual_seed(0), 256, 8)
+    expected = np.full((256, 3), np.mean(np.arange(8)))  # mean |0 - b| over b = 0..7: 3.5 (the batch max: 7)
+    expected[np.arange(256), labels] = 0.0
     assert np.array_equal(features, expected)
-    assert data.calls == 2, "40 points of 2 x 8 vectors fit in one chunk of two batches"
+    # 256 points of 2 x 8 vectors fill exactly one encoding call of ENCODE_BATCH_SIZE = 4096 images
+    assert data.calls == 2 and calls == [4096]
 
 
 def test_the_fixed_factor_is_drawn_uniformly():
@@ -170,13 +176,17 @@ def test_default_classifier_is_the_study_one_vs_rest_liblinear():
 
 def test_bad_input_is_rejected():
     x, y = np.zeros((4, 2)), np.array([0, 1, 0, 1])
-    with pytest.raises(InvalidInputError, match="NaN"):
+    with pytest.raises(InvalidInputError, match="train_features contains NaN"):
         beta_vae_score_from_features(np.full((4, 2), np.nan), y, x, y)
-    with pytest.raises(InvalidInputError, match=r"shape \[4\]"):
+    with pytest.raises(InvalidInputError, match="eval_features contains NaN"):
+        beta_vae_score_from_features(x, y, np.full((4, 2), np.nan), y)
+    with pytest.raises(InvalidInputError, match=r"train_labels must have shape \[4\]"):
         beta_vae_score_from_features(x, y[:3], x, y)
+    with pytest.raises(InvalidInputError, match=r"eval_labels must have shape \[4\]"):
+        beta_vae_score_from_features(x, y, x, y[:3])
     with pytest.raises(InvalidInputError, match="columns"):
         beta_vae_score_from_features(x, y, np.zeros((4, 3)), y)
-    with pytest.raises(InvalidInputError, match="integer"):
+    with pytest.raises(InvalidInputError, match="train_labels must be integer"):
         beta_vae_score_from_features(x, y + 0.5, x, y)
     with pytest.raises(InvalidInputError, match="single value"):
         beta_vae_score_from_features(x, np.zeros(4, dtype=int), x, y)
@@ -186,7 +196,37 @@ def test_bad_input_is_rejected():
         beta_vae_score.evaluate(read_pixels, data, g, logistic="newton", **SMALL)
     with pytest.raises(InvalidInputError, match="expected"):
         beta_vae_score.evaluate(lambda x: np.zeros(len(x)), data, g, **SMALL)
-    with pytest.raises(InvalidInputError, match="NaN"):
+    with pytest.raises(InvalidInputError, match="representation output contains NaN"):
         beta_vae_score.evaluate(lambda x: np.full((len(x), 2), np.nan), data, g, **SMALL)
-    with pytest.raises(InvalidInputError, match="positive"):
+    with pytest.raises(InvalidInputError, match="num_points must be positive"):
         beta_vae_score.evaluate(read_pixels, data, g, num_train=0)
+    with pytest.raises(InvalidInputError, match="batch_size must be positive"):
+        sample_features(read_pixels, data, g, 5, batch_size=0)
+
+
+def test_smallest_inputs_are_accepted():
+    data = factor_pixels_dataset((4, 5, 6))
+    g = torch.Generator().manual_seed(0)
+    # one pair per point (|r1 - r2| itself), one evaluation point, one training point per feature matrix row
+    features, labels = sample_features(read_pixels, data, g, 30, batch_size=1)
+    assert features.shape == (30, 3) and np.all(features == np.round(features)), "single differences of integers"
+    result = beta_vae_score.evaluate(read_pixels, data, g, batch_size=2, num_train=20, num_eval=1)
+    assert result["eval_accuracy"] in (0.0, 1.0)
+    single = beta_vae_score_from_features(features, labels, features[:1], labels[:1], random_state=0)
+    assert single["eval_accuracy"] in (0.0, 1.0)
+
+
+def test_encoding_is_chunked_and_keeps_every_row():
+    from untwine.metrics.beta_vae_score import ENCODE_BATCH_SIZE, encode_factors
+
+    sizes = []
+
+    def recording(x):
+        sizes.append(len(x))
+        return read_pixels(x)
+
+    data = factor_pixels_dataset((4, 5, 6))
+    factors = data.sample_factors(2 * ENCODE_BATCH_SIZE + 1, torch.Generator().manual_seed(0))
+    codes = encode_factors(recording, data, factors, torch.Generator().manual_seed(0))
+    assert sizes == [ENCODE_BATCH_SIZE, ENCODE_BATCH_SIZE, 1]  # the last chunk holds a single observation
+    assert np.array_equal(codes, factors.numpy())
