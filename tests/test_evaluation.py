@@ -358,3 +358,34 @@ def test_evaluate_run_merges_trained_and_untrained_results(tmp_path, dsprites):
     assert stored[key] == trained[key] and stored["untrained." + key] == untrained["untrained." + key]
     assert stored["train.global_step"] == 2, "earlier results are kept"
     assert trained[key] != untrained["untrained." + key]
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("sap", {"continuous_factors": True}),
+        ("sap", {"dual": False}),
+        ("modularity_explicitness", {"num_bins": 3, "logistic": "lbfgs"}),
+        ("dci", {"importance": "lightgbm", "n_jobs": 1}),
+    ],
+)
+def test_train_test_protocol_options_reach_the_array_level_metric(name, options):
+    """protocol(options) == array-level metric(options, random_state) replayed on the same generator: train sample,
+    test sample (`sample_train_test`), then the classifiers' seed; and the options change the number."""
+    import importlib
+
+    from untwine.evaluation.representation import sample_train_test
+    from untwine.metrics.predictors import sklearn_seed
+
+    module = importlib.import_module(f"untwine.metrics.{name.split('_')[0]}")
+    function = getattr(module, name)
+    mixing = np.array([[1.0, 0.6], [0.3, 1.0]])
+    rep = lambda x: 40 * np.sin(read_pixels(x) @ mixing) + 1000  # noqa: E731  entangled, far from 0 (SVM dual)
+    data = factor_pixels_dataset((5, 8))
+    sizes = {"num_train": 300, "num_test": 150}
+    result = PROTOCOLS[name](rep, data, _same_draws(), **sizes, **options)
+    g = _same_draws()
+    samples = sample_train_test(rep, data, 300, 150, g)
+    assert result == function(*samples, **options, random_state=sklearn_seed(g))
+    defaults = {"n_jobs": 1} if name == "dci" else {}
+    assert result != PROTOCOLS[name](rep, data, _same_draws(), **sizes, **defaults), "the options change the result"
