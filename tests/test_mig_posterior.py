@@ -103,3 +103,7 @@ def test_protocol_with_a_model_and_validation():
         PROTOCOLS["mig"](lambda x: x.flatten(1).numpy(), factor_pixels_dataset(), _gen(), estimator="kde")
     with pytest.raises(InvalidInputError, match="differ in shape"):
         mig_posterior(np.zeros((10, 3)), np.zeros((10, 2)), np.tile([[0], [1]], (5, 1)), _gen())
+    with pytest.raises(InvalidInputError, match="single value"):
+        mig_posterior(np.zeros((10, 2)), np.zeros((10, 2)), np.c_[np.tile([0, 1], 5), np.ones(10, int)], _gen())
+    with pytest.raises(InvalidInputError, match="at least 2 dimensions"):
+        mig_posterior(np.zeros((10, 1)), np.zeros((10, 1)), np.tile([[0], [1]], (5, 1)), _gen())

@@ -32,6 +32,9 @@ def test_modularity_formula_by_hand():
         modularity(np.array([[-1.0, 1.0]]))
     with pytest.raises(InvalidInputError, match="shape"):
         modularity(np.ones(3))
+    for empty in (np.zeros((0, 2)), np.zeros((2, 0))):
+        with pytest.raises(InvalidInputError, match="shape"):
+            modularity(empty)
 
 
 # --- the full metric ------------------------------------------------------------------------------------------------

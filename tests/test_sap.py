@@ -63,11 +63,40 @@ def test_dual_reaches_the_svm():
         matrices[dual] = sap_score_matrix(train, f_train, test, f_test, dual=dual, random_state=0)
         assert np.array_equal(matrices[dual], expected), dual
     assert np.abs(matrices[True] - matrices[False]).max() > 0.1
-    assert np.array_equal(sap_score_matrix(train, f_train, test, f_test, dual="False", random_state=0), matrices[False])
+    # the study's dual=True is the default, of the matrix and of the score
+    assert np.array_equal(sap_score_matrix(train, f_train, test, f_test, random_state=0), matrices[True])
+    top = np.sort(matrices[True], axis=0)
+    assert sap(train, f_train, test, f_test, random_state=0)["SAP_score"] == pytest.approx(np.mean(top[-1] - top[-2]))
+    # settings as the command line gives them (strings, any case)
+    for text, dual in (("False", False), ("true", True), ("TRUE", True), ("Auto", "auto")):
+        got = sap_score_matrix(train, f_train, test, f_test, dual=text, random_state=0)
+        assert np.array_equal(got, matrices[dual]), text
     with pytest.raises(InvalidInputError, match="dual"):
         sap_score_matrix(train, f_train, test, f_test, dual="primal")
     with pytest.raises(InvalidInputError, match="dual"):
         sap_score_matrix(train, f_train, test, f_test, dual=1)
+
+
+def test_classes_are_balanced():
+    """class_weight="balanced": on a 9:1 binary factor with overlapping codes the rare class still gets predicted,
+    as an independent LinearSVC(C=0.01, class_weight="balanced") does, unlike an unweighted one."""
+    from sklearn.svm import LinearSVC
+
+    rng = np.random.default_rng(0)
+    y = (np.arange(400) % 10 == 0).astype(int)  # 10 % ones
+    x = y + rng.normal(0, 0.7, 400)
+    y_test = (np.arange(200) % 10 == 0).astype(int)
+    x_test = y_test + rng.normal(0, 0.7, 200)
+    codes, codes_test = np.c_[x, rng.normal(size=400)], np.c_[x_test, rng.normal(size=200)]
+    factors, factors_test = np.c_[y, rng.integers(0, 2, 400)], np.c_[y_test, rng.integers(0, 2, 200)]
+
+    def accuracy(class_weight):
+        svm = LinearSVC(C=0.01, class_weight=class_weight, dual=True, max_iter=1000, random_state=0)
+        return np.mean(svm.fit(x[:, None], y).predict(x_test[:, None]) == y_test)
+
+    assert accuracy("balanced") != accuracy(None)
+    s = sap_score_matrix(codes, factors, codes_test, factors_test, random_state=0)
+    assert s[0, 0] == accuracy("balanced")
 
 
 def test_dual_is_a_protocol_option():
