@@ -9,6 +9,7 @@ from factories import factor_pixels_dataset, read_pixels
 from untwine.data.base import FactorDataset
 from untwine.errors import InvalidInputError
 from untwine.metrics.beta_vae_score import beta_vae_score_from_features, sample_features
+from untwine.metrics.predictors import logistic_regression
 
 # the module (untwine.metrics may export a function of the same name)
 beta_vae_score = importlib.import_module("untwine.metrics.beta_vae_score")
@@ -170,6 +171,9 @@ def test_default_classifier_is_the_study_one_vs_rest_liblinear():
     assert ovr[1] < today[1] - 0.03, "the case separates the two flavours"
     result = beta_vae_score_from_features(train_x, train_y, eval_x, eval_y, random_state=0)
     assert [result["train_accuracy"], result["eval_accuracy"]] == pytest.approx(ovr, abs=1e-12)
+    # the factory's default is that flavour too
+    default = logistic_regression().fit(train_x, train_y).predict(eval_x)
+    assert np.array_equal(default, one_vs_rest_predictions(train_x, train_y, eval_x))
     lbfgs = beta_vae_score_from_features(train_x, train_y, eval_x, eval_y, logistic="lbfgs", random_state=0)
     assert [lbfgs["train_accuracy"], lbfgs["eval_accuracy"]] == pytest.approx(today, abs=1e-12)
 

@@ -71,6 +71,10 @@ def test_per_point_log_variances_match_a_brute_force_loop():
     entropy = np.array([np.log(3), np.log(2)])  # balanced factors
     mig = np.mean((top[0] - top[1]) / entropy)
     assert mig_posterior(means, logvars, f, _gen(11))["posterior_mig"] == pytest.approx(mig, rel=1e-9)
+    # three factors (the one-hot blocks of all factors side by side), one of them unbalanced
+    f3 = np.c_[f, (np.arange(len(f)) % 5 == 0).astype(int)]
+    got = posterior_mutual_info(means, logvars, f3, _gen(12))
+    assert np.allclose(got, _brute_force_mi(means, logvars, f3, seed=12), rtol=1e-9, atol=1e-12)
 
 
 def test_broad_posteriors_carry_less_information():
@@ -101,6 +105,10 @@ def test_protocol_with_a_model_and_validation():
         PROTOCOLS["mig_posterior"](lambda x: x.flatten(1).numpy(), factor_pixels_dataset(), _gen())
     with pytest.raises(InvalidInputError, match="unknown MIG estimator"):
         PROTOCOLS["mig"](lambda x: x.flatten(1).numpy(), factor_pixels_dataset(), _gen(), estimator="kde")
+    with pytest.raises(InvalidInputError, match="means contains NaN"):
+        mig_posterior(np.full((10, 2), np.nan), np.zeros((10, 2)), np.tile([[0], [1]], (5, 1)), _gen())
+    with pytest.raises(InvalidInputError, match="logvars contains NaN"):
+        mig_posterior(np.zeros((10, 2)), np.full((10, 2), np.inf), np.tile([[0], [1]], (5, 1)), _gen())
     with pytest.raises(InvalidInputError, match="differ in shape"):
         mig_posterior(np.zeros((10, 3)), np.zeros((10, 2)), np.tile([[0], [1]], (5, 1)), _gen())
     with pytest.raises(InvalidInputError, match="single value"):
