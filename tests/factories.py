@@ -23,6 +23,22 @@ def read_pixels(observations: torch.Tensor) -> np.ndarray:
     return observations.flatten(1).numpy() * 255.0
 
 
+class PixelModel(torch.nn.Module):
+    """A "model" for `factor_pixels_dataset`: code i of its encoder mean is weights[i] x factor (i mod K), and every
+    log-variance is `logvar` (the default makes the posteriors point masses in practice)."""
+
+    def __init__(self, weights=(1.0, 1.0), logvar=-20.0):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(255.0))
+        self.weights = torch.tensor(weights)
+        self.logvar = logvar
+
+    def encode(self, x):
+        pixels = x.flatten(1) * self.scale
+        mean = pixels[:, torch.arange(len(self.weights)) % pixels.shape[1]] * self.weights
+        return mean, torch.full_like(mean, self.logvar)
+
+
 def balanced_grid(*sizes, repeat=4) -> np.ndarray:
     """Every factor combination `repeat` times: the factors are exactly independent in the sample."""
     grid = np.array(list(itertools.product(*[range(s) for s in sizes])))
@@ -50,12 +66,22 @@ def norb_code(category, instance, elevation, azimuth, lighting, sizes) -> int:
     return int(5 * index) % 256
 
 
-def write_small_norb(root, sizes=(2, 2, 2, 3, 2), seed=0) -> tuple[int, ...]:
+def norb_image(code: int, structured: bool) -> np.ndarray:
+    """A tiny SmallNORB's first-camera 96 x 96 image: the constant `code`, or (structured) a diagonal ramp with an
+    off-centre block, shifted by the code (modulo 256), whose resize depends on the filter and the orientation."""
+    if not structured:
+        return np.full((96, 96), code, dtype=np.uint8)
+    rows, cols = np.mgrid[:96, :96]
+    image = 2 * rows + cols // 2 + 60 * ((rows > 10) & (rows < 30) & (cols > 50) & (cols < 58))
+    return ((image + code) % 256).astype(np.uint8)
+
+
+def write_small_norb(root, sizes=(2, 2, 2, 3, 2), seed=0, structured=False) -> tuple[int, ...]:
     """SmallNORB's six files for a small grid [category, instance, elevation, azimuth, lighting].
 
     Instance 0 goes to the testing split, the others to training (as the official 5x01235 / 5x46789 split), rows
-    are shuffled within each file, raw azimuths are even (0, 2, ...), the first camera's 96 x 96 image is the
-    constant `norb_code` and the second camera's is its complement.
+    are shuffled within each file, raw azimuths are even (0, 2, ...), the first camera's 96 x 96 image is
+    `norb_image(norb_code)` (constant unless `structured`) and the second camera's is its complement.
     """
     from untwine.data.smallnorb import SPLITS
 
@@ -67,8 +93,8 @@ def write_small_norb(root, sizes=(2, 2, 2, 3, 2), seed=0) -> tuple[int, ...]:
         rows = rows[rng.permutation(len(rows))]
         codes = np.array([norb_code(*r, sizes) for r in rows], dtype=np.uint8)
         dat = np.empty((len(rows), 2, 96, 96), dtype=np.uint8)
-        dat[:, 0] = codes[:, None, None]
-        dat[:, 1] = 255 - codes[:, None, None]
+        dat[:, 0] = [norb_image(code, structured) for code in codes]
+        dat[:, 1] = 255 - dat[:, 0]
         info = np.column_stack([rows[:, 1], rows[:, 2], 2 * rows[:, 3], rows[:, 4]]).astype(np.int32)
         write_norb_matrix(folder / f"{split}-dat.mat", dat)
         write_norb_matrix(folder / f"{split}-cat.mat", rows[:, 0].astype(np.int32))
@@ -76,15 +102,22 @@ def write_small_norb(root, sizes=(2, 2, 2, 3, 2), seed=0) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def car_image(elevation, azimuth, obj) -> np.ndarray:
+    """A structured 128 x 128 x 3 Cars3D image (for `write_cars(structured=True)`): noise seeded by the factors,
+    so that a resize filter, a transposition or a swapped label each change what is read."""
+    return np.random.default_rng([elevation, azimuth, obj]).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+
+
 def car_colour(elevation, azimuth, obj) -> tuple[int, int, int]:
     """The constant RGB of a tiny Cars3D image."""
     return 10 * azimuth, 60 * elevation + 5, (80 * obj + 7) % 256
 
 
-def write_cars(root, names=("car_b.mat", "car_a.mat", "car_c.mat")) -> list[str]:
-    """Cars3D .mat files: `im` uint8 [128, 128, 3, 24 azimuths, 4 elevations], constant `car_colour` images.
+def write_cars(root, names=("car_b.mat", "car_a.mat", "car_c.mat"), structured=False) -> list[str]:
+    """Cars3D .mat files: `im` uint8 [128, 128, 3, 24 azimuths, 4 elevations], constant `car_colour` images (or,
+    with `structured`, `car_image`s).
 
-    The object index is the position in the sorted names, so the colours are assigned in sorted order.
+    The object index is the position in the sorted names, so the images are assigned in sorted order.
     """
     from scipy.io import savemat
 
@@ -94,7 +127,8 @@ def write_cars(root, names=("car_b.mat", "car_a.mat", "car_c.mat")) -> list[str]
         im = np.empty((128, 128, 3, 24, 4), dtype=np.uint8)
         for azimuth in range(24):
             for elevation in range(4):
-                im[:, :, :, azimuth, elevation] = car_colour(elevation, azimuth, obj)
+                image = car_image(elevation, azimuth, obj) if structured else car_colour(elevation, azimuth, obj)
+                im[:, :, :, azimuth, elevation] = image
         savemat(folder / name, {"im": im})
     return sorted(names)
 

@@ -3,6 +3,8 @@ import json
 import pytest
 
 from untwine.cli import main
+from untwine.evaluation import evaluate_model
+from untwine.runs import RunDir
 
 
 @pytest.mark.parametrize(
@@ -63,9 +65,12 @@ def test_train_evaluate_report(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--num-points", "500", "--untrained"]) == 0
     results = json.loads((run / "results.json").read_text())
-    for prefix in ("", "untrained."):
+    dataset = RunDir(run).load_dataset()
+    for prefix, which in (("", "final"), ("untrained.", "untrained")):  # as a direct call on the stored network
+        direct = evaluate_model(RunDir(run).load_model(which), dataset, ["mig"], options={"mig": {"num_train": 500}})
         for rep in ("mean", "sampled"):
-            assert 0.0 <= results[f"{prefix}eval.{rep}.mig.discrete_mig"] <= 1.0
+            assert results[f"{prefix}eval.{rep}.mig.discrete_mig"] == direct[f"eval.{rep}.mig.discrete_mig"]
+    assert results["eval.mean.mig.discrete_mig"] != results["untrained.eval.mean.mig.discrete_mig"]
     assert main(["evaluate", str(run), "--metrics", "nope"]) == 2
     assert main(["report", str(run)]) == 0
     html = (run / "report.html").read_text()
@@ -91,7 +96,23 @@ def test_train_evaluate_report(tmp_path, capsys):
         == 0
     )
     results = json.loads((run / "results.json").read_text())
-    assert 0.0 <= results["eval.mean.dci.disentanglement"] <= 1.0
+    # the stored numbers are those of a direct call with the options (--num-points 200 -> 200 train, 100 test)
+    model = RunDir(run).load_model()
+    options = {"dci": {"num_train": 200, "num_test": 100, "importance": "lightgbm", "n_jobs": 1}}
+    direct = evaluate_model(model, dataset, ["dci"], ["mean"], options=options)
+    for key in ("disentanglement", "completeness", "informativeness_train", "informativeness_test"):
+        assert results[f"eval.mean.dci.{key}"] == direct[f"eval.mean.dci.{key}"], key
+    # and an option changes the number: MIG with 5 bins instead of 20
+    assert (
+        main(["evaluate", str(run), "--num-points", "500", "--representation", "mean", "--option", "mig.num_bins=5"])
+        == 0
+    )
+    five_bins = json.loads((run / "results.json").read_text())["eval.mean.mig.discrete_mig"]
+    options = {"mig": {"num_train": 500}}
+    twenty = evaluate_model(model, dataset, ["mig"], ["mean"], options=options)["eval.mean.mig.discrete_mig"]
+    options["mig"]["num_bins"] = 5
+    assert five_bins == evaluate_model(model, dataset, ["mig"], ["mean"], options=options)["eval.mean.mig.discrete_mig"]
+    assert five_bins != twenty
     for bad, message in (
         ("dci.importance", "metric.setting=value"),
         ("mig.importance=gbt", "mig has no setting"),

@@ -169,6 +169,22 @@ def test_lightgbm_importances_are_normalised_and_reproducible(split):
         assert np.array_equal(a, b)
 
 
+def test_lightgbm_accuracies_and_uninformative_codes():
+    f_train, f_test = balanced_grid(4, 4, repeat=15), balanced_grid(4, 4, repeat=8)
+    # separable codes: both informativeness values are accuracies (1 here, not error rates)
+    result = dci(f_train + 0.1, f_train, f_test + 0.1, f_test, importance="lightgbm", random_state=0, n_jobs=1)
+    assert result["informativeness_train"] == 1.0 and result["informativeness_test"] == 1.0
+    # constant codes: LightGBM splits nothing, every gain is 0; the importances stay 0 (not 0 / 0) and D, C use the
+    # uniform weights of an all-zero matrix
+    constant, constant_test = np.ones((len(f_train), 2)), np.ones((len(f_test), 2))
+    r, _, _ = importance_matrix(constant, f_train, constant_test, f_test, "lightgbm", random_state=0, n_jobs=1)
+    assert np.array_equal(r, np.zeros((2, 2)))
+    flat = dci(constant, f_train, constant_test, f_test, importance="lightgbm", random_state=0, n_jobs=1)
+    assert flat["disentanglement"] == pytest.approx(0.0, abs=1e-9) and flat["completeness"] == pytest.approx(
+        0.0, abs=1e-9
+    )
+
+
 def test_dci_protocol_on_a_perfect_representation():
     data = factor_pixels_dataset()
     result = evaluate(read_pixels, data, torch.Generator().manual_seed(0), num_train=300, num_test=200, n_jobs=1)

@@ -23,7 +23,12 @@ def test_downstream_keys_and_perfect_representation():
             assert f"{n}:{key}" in scores
     assert scores["100:mean_test_accuracy"] == 1.0, "trees separate integer-valued codes exactly"
     assert "sample_efficiency" not in scores, "needs both 100 and 10000"
-    assert scores["100:min_test_accuracy"] <= scores["100:mean_test_accuracy"]
+    for n in (10, 100):  # the summaries are the mean and minimum of the per-factor accuracies
+        for split in ("train", "test"):
+            per_factor = [scores[f"{n}:{split}_accuracy_factor_{k}"] for k in range(2)]
+            assert scores[f"{n}:mean_{split}_accuracy"] == pytest.approx(np.mean(per_factor), abs=1e-15)
+            assert scores[f"{n}:min_{split}_accuracy"] == min(per_factor)
+    assert len(scores) == 2 * (4 + 2 * 2)
 
 
 def test_downstream_logistic_regression_and_efficiency():
@@ -66,6 +71,34 @@ def test_downstream_parallel_fits_give_the_same_accuracies():
     assert 0.5 < one[1].mean() < 1.0  # informative but noisy codes
     with pytest.raises(InvalidInputError, match="n_jobs"):
         downstream.factor_accuracies(codes, factors, test_codes, test_factors, n_jobs=0)
+
+
+def test_downstream_logistic_default_is_the_study_one_vs_rest_cv():
+    """The study's LogisticRegressionCV(Cs=10, cv=KFold(5), accuracy) was one-vs-rest: each class picks its own C
+    by cross-validation and the largest decision value wins; today's default is one multinomial model."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import KFold
+
+    def ordered(n, seed):  # one code, three ordered classes
+        rng = np.random.default_rng(seed)
+        y = rng.integers(0, 3, n)
+        return (y + rng.normal(0, 0.35, n))[:, None], y
+
+    (x, y), (x_test, y_test) = ordered(150, 0), ordered(300, 1)
+
+    def cv_model():
+        return LogisticRegressionCV(Cs=10, cv=KFold(n_splits=5), scoring="accuracy")
+
+    decisions = np.stack([cv_model().fit(x, y == c).decision_function(x_test) for c in range(3)], axis=1)
+    ovr = np.mean(decisions.argmax(1) == y_test)
+    multinomial = np.mean(cv_model().fit(x, y).predict(x_test) == y_test)
+    assert ovr != multinomial, "the case separates the two flavours"
+    _, test = downstream.factor_accuracies(x, y[:, None], x_test, y_test[:, None], random_state=0, n_jobs=1)
+    assert test[0] == pytest.approx(ovr, abs=1e-12)
+    _, test = downstream.factor_accuracies(
+        x, y[:, None], x_test, y_test[:, None], random_state=0, logistic="multinomial", n_jobs=1
+    )
+    assert test[0] == pytest.approx(multinomial, abs=1e-12)
 
 
 def test_downstream_single_class_training_sample_predicts_that_class():
@@ -125,9 +158,29 @@ def test_fairness_protocol():
         only_b, data, torch.Generator().manual_seed(0), num_train=300, num_test_points_per_class=20
     )
     assert unfair["mean_fairness:pred0:sens1"] > 0.3
-    assert unfair["max_fairness:pred0:sens1"] >= unfair["mean_fairness:pred0:sens1"]
+    # factor a is predicted from b alone, as some g(b): sensitive group b = c predicts g(c) only, so with n_k of the
+    # 8 groups predicting class k (P(k) = n_k / 8), mean TV = 1 - sum_k P(k)^2 and max TV = 1 - min_k P(k)
+    mean, worst = unfair["mean_fairness:pred0:sens1"], unfair["max_fairness:pred0:sens1"]
+    consistent = [
+        counts
+        for counts in _partitions(8)
+        if mean == pytest.approx(1 - sum((c / 8) ** 2 for c in counts), abs=1e-12)
+        and worst == pytest.approx(1 - min(counts) / 8, abs=1e-12)
+    ]
+    assert consistent, (mean, worst)
+    # b is read exactly, so its prediction is the same in every group of a: perfectly fair
+    assert unfair["mean_fairness:pred1:sens0"] == unfair["max_fairness:pred1:sens0"] == 0.0
+
     # scikit-learn's own GBT (the cross-check): integer codes have no ties, so the very same predictions
     theirs = fairness.evaluate(
         only_b, data, torch.Generator().manual_seed(0), num_train=300, num_test_points_per_class=20, estimator="sklearn"
     )
     assert theirs == unfair
+
+
+def _partitions(n, largest=None):
+    """The integer partitions of n (tuples of positive parts, non-increasing)."""
+    largest = n if largest is None else largest
+    if n == 0:
+        return [()]
+    return [(k, *rest) for k in range(min(n, largest), 0, -1) for rest in _partitions(n - k, k)]

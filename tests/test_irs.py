@@ -1,4 +1,5 @@
 import importlib
+import warnings
 
 import numpy as np
 import pytest
@@ -47,12 +48,34 @@ def test_hand_computed_case():
     assert np.allclose(inner["max_deviations"], [1.5, 0.5])
     assert np.allclose(inner["IRS_matrix"], [[1 - 0.5 / 1.5], [0.0]])
     assert inner["parents"].tolist() == [0, 0]
+    assert set(inner) == {"IRS_matrix", "disentanglement_scores", "parents", "max_deviations", "avg_score"}
+    assert np.allclose(inner["disentanglement_scores"], [1 - 0.5 / 1.5, 0.0])
     assert inner["avg_score"] == pytest.approx((2 / 3 * 1.5 + 0 * 0.5) / 2.0)
     assert irs(codes, factors) == {"IRS": pytest.approx(0.5), "num_active_dims": 2}
     # diff_quantile = 0.5 uses the median instead
     factors = np.array([[0], [0], [0], [1], [1], [1]])
     codes = np.array([[0.0], [0.0], [3.0], [10.0], [10.0], [10.0]])
     assert irs(codes, factors, diff_quantile=0.5)["IRS"] == pytest.approx(1 - 0.5 / 5.5)
+
+
+def test_scale_does_not_matter_and_the_quantile_ends_are_allowed():
+    """IRS is scale-free: codes a thousand times smaller (max deviations summing below 1) score the same; the
+    quantile may be anything in [0, 1], both ends included (0: the smallest deviation, 1: the largest)."""
+    factors = np.array([[0, 1], [0, 0], [1, 1], [1, 0], [2, 1], [2, 0]])
+    codes = np.array([[0.0, 5.0], [0.4, 1.0], [2.0, 4.0], [2.2, 0.0], [3.9, 6.0], [4.1, 2.0]])
+    big, small = irs_matrix(codes, factors), irs_matrix(codes / 1000, factors)
+    assert small["max_deviations"].sum() < 1 < big["max_deviations"].sum()
+    assert small["avg_score"] == pytest.approx(big["avg_score"], rel=1e-9)
+    assert irs(codes / 1000, factors)["IRS"] == pytest.approx(irs(codes, factors)["IRS"], rel=1e-9)
+    # latent 0, factor 0: groups {0, 0.4}, {2, 2.2}, {3.9, 4.1}: |z - group mean| = 0.2, 0.1, 0.1 in each pair;
+    # quantile 0 -> the minimum 0.2, 0.1, 0.1, quantile 1 -> the maximum, the same here; max_dev = |0 - 2.1|
+    for q in (0.0, 1.0):
+        assert irs_matrix(codes, factors, diff_quantile=q)["IRS_matrix"][0, 0] == pytest.approx(1 - (0.4 / 3) / 2.1)
+    uneven = np.array([[0.0], [1.0], [3.0], [10.0], [10.0], [10.0]])
+    binary = np.array([[0], [0], [0], [1], [1], [1]])
+    # group 0: mean 4/3, deviations 4/3, 1/3, 5/3; group 1: 0. max_dev = |0 - 34/6|
+    assert irs_matrix(uneven, binary, diff_quantile=0.0)["avg_score"] == pytest.approx(1 - (1 / 3) / 2 / (34 / 6))
+    assert irs_matrix(uneven, binary, diff_quantile=1.0)["avg_score"] == pytest.approx(1 - (5 / 3) / 2 / (34 / 6))
 
 
 def test_factors_are_discretised_into_20_bins():
@@ -64,8 +87,12 @@ def test_factors_are_discretised_into_20_bins():
 
 
 def test_all_max_deviations_zero_use_the_plain_mean():
-    inner = irs_matrix(np.zeros((4, 2)), np.array([[0], [0], [1], [1]]))
-    assert np.isnan(inner["avg_score"])  # 1 - 0/0 as in the reference; irs() never gets here (dims dropped)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0 / 0 here is expected: no RuntimeWarning reaches the user
+        inner = irs_matrix(np.zeros((4, 2)), np.array([[0], [0], [1], [1]]))
+        assert np.isnan(inner["avg_score"])  # 1 - 0/0 as in the reference; irs() never gets here (dims dropped)
+        # and one point is a valid (if degenerate) input of the reference's function
+        assert np.isnan(irs_matrix(np.ones((1, 2)), np.array([[0]]))["avg_score"])
 
 
 def test_constant_codes_score_zero():
@@ -85,6 +112,8 @@ def test_bad_input_is_rejected():
         irs(np.zeros((10, 3)), f + 0.5)
     with pytest.raises(InvalidInputError, match="diff_quantile"):
         irs(np.zeros((10, 3)), f, diff_quantile=1.5)
+    with pytest.raises(InvalidInputError, match="diff_quantile"):
+        irs(np.zeros((10, 3)), f, diff_quantile=-0.01)
 
 
 def test_protocol_on_a_perfect_representation_is_deterministic():

@@ -3,12 +3,14 @@
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from untwine.cli import main
 from untwine.config import METHODS, TrainConfig
+from untwine.data import StoredDataset
 from untwine.errors import InvalidInputError
 from untwine.methods.factor_vae import discriminator_loss, factor_vae_loss, permute_dims
 from untwine.runs import RunDir
@@ -89,6 +91,42 @@ def test_every_method_trains_and_logs_its_terms(method, extra, tmp_path, dsprite
         model.encoder.state_dict()[next(iter(model.encoder.state_dict()))],
         run.load_model("untrained").encoder.state_dict()[next(iter(model.encoder.state_dict()))],
     )
+
+
+@pytest.mark.parametrize(
+    "method, settings, tc_estimator",
+    [
+        ("beta_tcvae", {"beta": 6.0}, "mws"),  # Chen et al.'s constants with N = len(dataset) = 737,280
+        ("beta_tcvae", {"beta": 6.0}, "mss"),  # stratified weights with the same N
+        ("beta_tcvae", {"beta": 6.0}, "reference"),
+        ("dip_vae_i", {"lambda_od": 2.0, "lambda_d_factor": 7.0}, None),
+        ("dip_vae_ii", {"lambda_od": 3.0, "lambda_d_factor": 0.5}, None),
+        ("beta_tcvae", {"beta": 6.0}, "mss-tiny"),  # N = 12 images: the stratified weights depend strongly on N
+    ],
+)
+def test_the_trainer_hands_the_config_to_the_objective(method, settings, tc_estimator, tmp_path, dsprites):
+    """One trainer step logs the regularizer computed by hand (numpy, float64) on the same batch: the config's
+    hyperparameters and tc_estimator reach the objective, and the TC estimators get N = the data set's size."""
+    from test_objectives import _hand_regularizer
+
+    dataset = dsprites
+    if tc_estimator == "mss-tiny":
+        tc_estimator = "mss"
+        images = torch.from_numpy(np.random.default_rng(0).integers(0, 2, (12, 1, 64, 64), dtype=np.uint8) * 255)
+        dataset = StoredDataset("tiny", images, (3, 4), ("a", "b"), (1, 64, 64))
+    extra = {"tc_estimator": tc_estimator} if tc_estimator else {}
+    config = TrainConfig(method=method, steps=1, **settings, **extra, **SMALL)
+    trainer = Trainer(config, tmp_path / "r", dataset=dataset)
+    model = copy.deepcopy(trainer.model)
+    data, noise = (make_generator(config.seed, s) for s in ("data", "noise"))
+    _, x = dataset.sample(config.batch_size, data)
+    with torch.no_grad():
+        mean, logvar, z, _ = model(x, noise)
+    arrays = [t.double().numpy() for t in (mean, logvar, z)]
+    expected = _hand_regularizer(method, config.hyperparameters(), *arrays, 0.0, len(dataset), tc_estimator)
+    trainer.train()
+    logged = RunDir(tmp_path / "r").read_log()[0]["regularizer"]
+    assert logged == pytest.approx(expected, rel=1e-4, abs=1e-4)
 
 
 def test_annealed_capacity_follows_the_global_step(tmp_path, dsprites):

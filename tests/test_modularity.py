@@ -4,7 +4,14 @@ import torch
 from factories import balanced_grid, factor_pixels_dataset, read_pixels
 
 from untwine.errors import InvalidInputError
-from untwine.metrics.modularity import evaluate, explicitness_per_factor, modularity, modularity_explicitness
+from untwine.metrics.modularity import (
+    evaluate,
+    explicitness_per_factor,
+    modularity,
+    modularity_explicitness,
+    standardise,
+)
+from untwine.metrics.predictors import logistic_regression
 
 ROTATION = np.array([[1.0, -1.0], [1.0, 1.0]]) / np.sqrt(2)
 KEYS = {"modularity_score", "explicitness_score_train", "explicitness_score_test"}
@@ -32,6 +39,9 @@ def test_modularity_formula_by_hand():
         modularity(np.array([[-1.0, 1.0]]))
     with pytest.raises(InvalidInputError, match="shape"):
         modularity(np.ones(3))
+    for empty in (np.zeros((0, 2)), np.zeros((2, 0))):
+        with pytest.raises(InvalidInputError, match="shape"):
+            modularity(empty)
 
 
 # --- the full metric ------------------------------------------------------------------------------------------------
@@ -78,6 +88,67 @@ def test_explicitness_by_construction():
     with pytest.raises(InvalidInputError, match="unknown logistic"):
         explicitness_per_factor(x, y, x, y, logistic="newton")
     assert explicitness_per_factor(x, y, x, y, logistic="lbfgs") == (1.0, 1.0)
+
+
+def test_explicitness_default_is_the_study_one_vs_rest():
+    """Macro ROC-AUC of the study's classifier: one liblinear model per class, predict_proba = the per-class sigmoids
+    normalised to sum 1 (old sklearn's one-vs-rest), which ranks points differently from today's multinomial model."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    def ordered(n, seed):  # one code, three ordered classes
+        rng = np.random.default_rng(seed)
+        y = rng.integers(0, 3, n)
+        return (y + rng.normal(0, 0.35, n))[:, None], y
+
+    (raw, y), (raw_test, y_test) = ordered(150, 0), ordered(300, 1)
+    x, x_test = (raw - raw.mean()) / raw.std(), (raw_test - raw.mean()) / raw.std()  # as the metric standardises
+
+    def macro_auc(proba, labels):
+        return np.mean([roc_auc_score(labels == c, proba[:, c]) for c in range(3)])
+
+    sigmoids = np.stack(
+        [LogisticRegression(solver="liblinear").fit(x, y == c).predict_proba(x_test)[:, 1] for c in range(3)], axis=1
+    )
+    ovr = macro_auc(sigmoids / sigmoids.sum(1, keepdims=True), y_test)
+    multinomial = macro_auc(LogisticRegression().fit(x, y).predict_proba(x_test), y_test)
+    assert abs(ovr - multinomial) > 5e-4, "the case separates the two flavours"
+    assert explicitness_per_factor(x, y, x_test, y_test)[1] == pytest.approx(ovr, abs=1e-12)
+    assert explicitness_per_factor(x, y, x_test, y_test, logistic="lbfgs")[1] == pytest.approx(multinomial, abs=1e-12)
+    result = modularity_explicitness(raw, y[:, None], raw_test, y_test[:, None])
+    assert result["explicitness_score_test"] == pytest.approx(ovr, abs=1e-9)
+    on_train = np.stack(
+        [LogisticRegression(solver="liblinear").fit(x, y == c).predict_proba(x)[:, 1] for c in range(3)], axis=1
+    )
+    train_auc = macro_auc(on_train / on_train.sum(1, keepdims=True), y)
+    assert train_auc != pytest.approx(ovr, abs=1e-3)
+    assert result["explicitness_score_train"] == pytest.approx(train_auc, abs=1e-9)
+
+
+def test_standardise_per_code_with_the_training_statistics():
+    train = np.array([[1.0, 10.0, 5.0], [3.0, 30.0, 5.0], [5.0, 20.0, 5.0]])
+    test = np.array([[2.0, 0.0, 6.0]])
+    # per column: mean (3, 20, 5), std ddof 0 (sqrt(8/3), sqrt(200/3), 0 -> 1: only centred)
+    std = np.array([np.sqrt(8 / 3), np.sqrt(200 / 3), 1.0])
+    x_train, x_test = standardise(train, test)
+    assert np.allclose(x_train, (train - [3.0, 20.0, 5.0]) / std)
+    assert np.allclose(x_test, [[-1 / np.sqrt(8 / 3), -20 / np.sqrt(200 / 3), 1.0]])
+
+
+def test_macro_auc_keeps_classes_seen_once_and_refuses_a_single_class():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 30)
+    x = (y + rng.normal(0, 0.8, 90))[:, None]
+    y_test = np.array([0, 0, 0, 1, 2, 2])  # class 1 appears once: its AUC is defined and counted
+    x_test = (y_test + rng.normal(0, 0.8, 6))[:, None]
+    from sklearn.metrics import roc_auc_score
+
+    proba = logistic_regression().fit(x, y).predict_proba(x_test)
+    aucs = [roc_auc_score(y_test == c, proba[:, c]) for c in range(3)]
+    assert aucs[1] < min(aucs[0], aucs[2]), "leaving class 1 out would change the mean"
+    assert explicitness_per_factor(x, y, x_test, y_test)[1] == pytest.approx(np.mean(aucs), abs=1e-12)
+    with pytest.raises(InvalidInputError, match="ROC-AUC is undefined"):
+        explicitness_per_factor(x, y, x_test[:3], y_test[:3])  # every evaluated label is class 0
 
 
 def test_constant_code_is_left_centred():

@@ -21,6 +21,7 @@ from untwine.methods import (
     permute_dims,
     total_correlation,
 )
+from untwine.methods.objective import objective_terms
 from untwine.nn.discriminator import FactorDiscriminator
 
 REFERENCE_KEYS = {"loss", "reconstruction_loss", "kl_loss", "regularizer", "elbo"}
@@ -279,6 +280,95 @@ def test_discriminator_loss_hand_computed_with_clipping():
     terms["loss"].backward()
     assert z.grad is None, "the discriminator step sends no gradient into the encoder"
     assert disc.w.grad is not None
+
+
+# --- the dispatch the trainers use: method name + hyperparameters -> the method's regularizer -------------------
+
+
+def _np_kl(mean, logvar):
+    return float(np.mean(0.5 * (mean**2 + np.exp(logvar) - logvar - 1).sum(1)))
+
+
+def _hand_regularizer(method, h, mean, logvar, z, step, dataset_size, tc_estimator):
+    """Each method's regularizer from its paper's formula, in numpy (see the method sections above)."""
+    kl = _np_kl(mean, logvar)
+    if method in ("vae", "beta_vae"):
+        return h["beta"] * kl
+    if method == "annealed_vae":
+        c = min(h["c_max"], h["c_max"] * step / h["iteration_threshold"])
+        return h["gamma"] * abs(kl - c)
+    if method == "beta_tcvae":
+        n, m = dataset_size, z.shape[0]
+        weights = {
+            "reference": lambda j, i: 1.0,
+            "mws": lambda j, i: 1.0 / (n * m),
+            "mss": lambda j, i: 1 / n if i == j else ((n - m + 1) / (n * (m - 1)) if i == (j + 1) % m else 1 / (m - 1)),
+        }[tc_estimator]
+        return kl + (h["beta"] - 1) * _np_tc(z, mean, logvar, weights)
+    if method in ("dip_vae_i", "dip_vae_ii"):
+        cov = np.cov(mean, rowvar=False, bias=True)
+        if method == "dip_vae_ii":
+            cov = cov + np.diag(np.exp(logvar).mean(0))
+        return kl + _np_penalty(cov, h["lambda_od"], h["lambda_d_factor"] * h["lambda_od"])
+    if method == "factor_vae":
+        w, b = _FixedDiscriminator().w.detach().numpy(), _FixedDiscriminator().b.detach().numpy()
+        logits = z @ w + b
+        return kl + h["gamma"] * float(np.mean(logits[:, 0] - logits[:, 1]))
+    raise AssertionError(method)
+
+
+@pytest.mark.parametrize(
+    "method, hyperparameters, tc_estimator",
+    [
+        ("beta_vae", {"beta": 6.0}, "reference"),
+        ("vae", {"beta": 1.0}, "reference"),
+        ("annealed_vae", {"gamma": 1000.0, "c_max": 25.0, "iteration_threshold": 50_000}, "reference"),
+        ("beta_tcvae", {"beta": 6.0}, "reference"),
+        ("beta_tcvae", {"beta": 6.0}, "mws"),
+        ("beta_tcvae", {"beta": 6.0}, "mss"),
+        ("dip_vae_i", {"lambda_od": 2.0, "lambda_d_factor": 7.0}, "reference"),
+        ("dip_vae_ii", {"lambda_od": 5.0, "lambda_d_factor": 0.5}, "reference"),
+        ("factor_vae", {"gamma": 30.0}, "reference"),
+    ],
+)
+def test_objective_terms_gives_each_method_its_regularizer(method, hyperparameters, tc_estimator):
+    """`objective_terms` (what Trainer and StackTrainer call) with distinct values for every hyperparameter, so that
+    a swapped or dropped one shows; the step (20,000) sits inside the AnnealedVAE ramp."""
+    logits, x, mean, logvar, z = _batch(seed=30, n=6, d=3)
+    terms = objective_terms(
+        method,
+        logits,
+        x,
+        mean,
+        logvar,
+        z,
+        20_000.0,
+        hyperparameters,
+        discriminator=_FixedDiscriminator(),
+        tc_estimator=tc_estimator,
+        dataset_size=500,
+    )
+    args = mean.numpy(), logvar.numpy(), z.numpy()
+    expected = _hand_regularizer(method, hyperparameters, *args, 20_000.0, 500, tc_estimator)
+    assert terms["regularizer"].item() == pytest.approx(expected, rel=1e-10)
+    recon = float(_np_sigmoid_xent(logits.numpy(), x.numpy()).reshape(6, -1).sum(1).mean())
+    assert terms["loss"].item() == pytest.approx(recon + expected, rel=1e-10)
+
+
+def _np_sigmoid_xent(logits, targets):
+    return np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
+
+
+def test_objective_terms_validation():
+    logits, x, mean, logvar, z = _batch()
+    with pytest.raises(InvalidInputError, match="needs the data set's size"):
+        objective_terms("beta_tcvae", logits, x, mean, logvar, z, 0, {"beta": 2.0}, tc_estimator="mss")
+    with pytest.raises(InvalidInputError, match="unknown tc_estimator"):
+        objective_terms("beta_tcvae", logits, x, mean, logvar, z, 0, {"beta": 2.0}, tc_estimator="exact")
+    with pytest.raises(InvalidInputError, match="discriminator"):
+        objective_terms("factor_vae", logits, x, mean, logvar, z, 0, {"gamma": 2.0})
+    with pytest.raises(InvalidInputError, match="unknown method"):
+        objective_terms("gan", logits, x, mean, logvar, z, 0, {})
 
 
 # --- vmap over a stack of models with per-model hyperparameters ------------------------------------------------

@@ -11,8 +11,11 @@ import pytest
 import torch
 from factories import (
     car_colour,
+    car_image,
     grid_images,
     grid_index_of,
+    norb_code,
+    norb_image,
     write_cars,
     write_norb_matrix,
     write_shapes3d_h5,
@@ -154,6 +157,34 @@ def test_cars3d_conventions(tmp_path):
     expected = torch.tensor([car_colour(*f) for f in factors.tolist()])
     assert torch.equal(colours, expected)  # elevation, azimuth and object (sorted file names) all labelled right
     assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def lanczos_64(image: np.ndarray) -> np.ndarray:
+    """The reference's preprocessing, written independently: PIL's Lanczos (ANTIALIAS) resize to 64 x 64, / 255."""
+    return np.asarray(Image.fromarray(image).resize((64, 64), Image.LANCZOS), dtype=np.float32) / 255.0
+
+
+def test_cars3d_images_are_the_lanczos_resized_originals(tmp_path):
+    write_cars(tmp_path, names=("b.mat", "a.mat"), structured=True)
+    with pytest.warns(UserWarning, match="183"):
+        cars = load_cars3d(tmp_path, cache_dir=tmp_path / "cache")
+    factors, x = _draw(cars, n=24)
+    for (elevation, azimuth, obj), observation in zip(factors.tolist(), x):
+        expected = lanczos_64(car_image(elevation, azimuth, obj))  # [64, 64, 3], rows first as in the file
+        assert np.allclose(observation.permute(1, 2, 0).numpy(), expected, atol=1e-6), (elevation, azimuth, obj)
+
+
+def test_smallnorb_images_are_the_lanczos_resized_first_camera(tmp_path):
+    write_small_norb(tmp_path, NORB_SIZES, structured=True)
+    norb = load_smallnorb(tmp_path, cache_dir=tmp_path / "cache")
+    factors, x = _draw(norb, n=24)
+    for (category, elevation, azimuth, lighting), observation in zip(factors.tolist(), x):
+        # the instance is a nuisance drawn per observation: the image is one of its instances' images
+        candidates = [
+            lanczos_64(norb_image(norb_code(category, i, elevation, azimuth, lighting, NORB_SIZES), True))
+            for i in range(NORB_SIZES[1])
+        ]
+        assert any(np.allclose(observation[0].numpy(), c, atol=1e-6) for c in candidates)
 
 
 def test_cars3d_bad_files(tmp_path):

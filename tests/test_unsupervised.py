@@ -1,11 +1,15 @@
 import importlib
+import warnings
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 
 from untwine.data import StoredDataset
+from untwine.data.base import FactorDataset
 from untwine.errors import InvalidInputError
+from untwine.evaluation import sample_codes
 from untwine.metrics.unsupervised import unsupervised
 
 # the module (untwine.metrics may export a function of the same name)
@@ -81,6 +85,16 @@ def test_duplicated_code_gives_large_mutual_information():
     assert duplicated > 0.3 and duplicated > 10 * independent
 
 
+def test_a_constant_code_gives_infinite_correlation_without_warnings():
+    rng = np.random.default_rng(0)
+    codes = np.c_[rng.normal(size=200), np.full(200, 3.0)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # log 0 and 0 / 0 are expected here (as in the reference)
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)  # scipy's note on sqrtm of a singular matrix
+        result = unsupervised(codes)
+    assert not np.isfinite(result["gaussian_total_correlation"])
+
+
 def test_bad_input_is_rejected():
     with pytest.raises(InvalidInputError, match="NaN"):
         unsupervised(np.full((10, 3), np.nan))
@@ -90,7 +104,24 @@ def test_bad_input_is_rejected():
         unsupervised(np.zeros((10, 1)))
 
 
-def test_protocol_ignores_factors_and_is_deterministic():
+class WithExtraFactor(FactorDataset):
+    """`base` with a third factor (7 values, from a private generator) that the observations do not show: the same
+    generator yields the same observations as `base`, with different factors."""
+
+    def __init__(self, base):
+        self.base, self.name, self.observation_shape = base, "with_extra", base.observation_shape
+        self.factor_sizes = (*base.factor_sizes, 7)
+        self.private = torch.Generator().manual_seed(99)
+
+    def sample_factors(self, n, generator):
+        extra = torch.randint(7, (n, 1), generator=self.private)
+        return torch.cat([self.base.sample_factors(n, generator), extra], dim=1)
+
+    def _observations(self, factors, generator):
+        return self.base.observations(factors[:, :-1], generator)
+
+
+def test_protocol_scores_the_codes_only_and_is_deterministic():
     sizes = (5, 8)
     grid = np.stack(np.unravel_index(np.arange(40), sizes), axis=1).astype(np.uint8)
     data = StoredDataset("factor_pixels", torch.from_numpy(grid).view(-1, 1, 1, 2), sizes, ("a", "b"), (1, 1, 2))
@@ -99,6 +130,13 @@ def test_protocol_ignores_factors_and_is_deterministic():
     b = unsupervised_module.evaluate(read, data, torch.Generator().manual_seed(0), num_train=2000)
     assert a == b and set(a) == KEYS
     assert abs(a["gaussian_total_correlation"]) < 0.01  # the two factors are sampled independently
+    # the same codes with other factors give the same scores; the scores are those of the codes alone
+    extra = unsupervised_module.evaluate(read, WithExtraFactor(data), torch.Generator().manual_seed(0), num_train=2000)
+    assert extra == a
+    codes, _ = sample_codes(read, data, 2000, torch.Generator().manual_seed(0))
+    assert unsupervised(codes) == a
+    other = unsupervised_module.evaluate(read, data, torch.Generator().manual_seed(1), num_train=2000)
+    assert other != a, "the scores are estimates from fresh samples"
 
 
 def test_degenerate_codes_are_errors_not_nan():

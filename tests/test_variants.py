@@ -51,12 +51,35 @@ def test_scream_dsprites_patches_and_inversion(tmp_path, dsprites):
     assert painting.shape[1] == 274  # 480 x 600 fitted within 350 x 274 keeps the aspect ratio: height-bound
     scream = ScreamDSprites(dsprites, painting)
     factors, x = _draw(scream)
-    on = dsprites.observations(factors).expand(-1, 3, -1, -1) > 0
     assert x.shape == (16, 3, 64, 64) and 0.0 <= x.min() and x.max() <= 1.0
-    # background = (patch + c) / 2 lies in [c / 2, (1 + c) / 2]; inverted sprite pixels = 1 - background
-    assert torch.allclose(1.0 - x[on].mean(), x[~on].mean(), atol=0.1)
+    # the background (patch + c) / 2 and the inverted sprite are checked exactly on a one-colour painting below
     dataset = get_dataset("scream_dsprites", tmp_path)
     assert dataset.observation_shape == (3, 64, 64)
+
+
+def test_scream_dsprites_on_a_one_colour_painting(tmp_path, dsprites):
+    """With a constant painting p every patch is p, so each image's background is one colour b = (p + c) / 2 with
+    its random c in [0, 1]^3, and its sprite pixels are exactly 1 - b."""
+    (tmp_path / "scream").mkdir()
+    Image.new("RGB", (300, 240), (200, 90, 30)).save(tmp_path / "scream" / "scream.jpg")
+    painting = load_scream(tmp_path)
+    p = painting[:, 0, 0]
+    assert torch.all(painting == p[:, None, None]), "a one-colour JPEG decodes to one colour"
+    assert torch.allclose(p, torch.tensor([200, 90, 30]) / 255.0, atol=3 / 255)
+    factors, x = _draw(ScreamDSprites(dsprites, painting), n=32)
+    on = dsprites.observations(factors)[:, 0] > 0.5  # [n, 64, 64]
+    colours = []
+    for i in range(32):
+        background, sprite = x[i][:, ~on[i]], x[i][:, on[i]]  # [3, pixels]
+        b = background[:, :1]
+        assert torch.all(background == b), "one background colour per image"
+        assert torch.allclose(sprite, 1.0 - b.expand_as(sprite), atol=1e-6), "inverted sprite"
+        c = 2 * b[:, 0] - p
+        assert torch.all((c > -1e-6) & (c < 1 + 1e-6))
+        colours.append(c)
+    colours = torch.stack(colours)
+    assert len({tuple(c.tolist()) for c in colours}) == 32, "c is drawn per image"
+    assert 0.3 < colours.mean() < 0.7  # c ~ U(0, 1)^3: mean 1/2 over 96 draws
 
 
 def test_scream_painting_is_fitted_as_the_reference_pillow_did(tmp_path):

@@ -204,14 +204,38 @@ def test_identical_gif_frames_keep_the_total_duration(tmp_path):
 # Training curves
 
 
+def _curve_pixels(png: bytes, panels: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(x, y) pixel coordinates of the curves' colour (#1f5fa8) in each of `panels` equal-width panels in a row."""
+    with Image.open(io.BytesIO(png)) as image:
+        rgb = np.asarray(image.convert("RGB"), dtype=int)
+    mask = (np.abs(rgb - np.array([0x1F, 0x5F, 0xA8])) < 30).all(axis=-1)
+    width = rgb.shape[1] // panels
+    found = []
+    for p in range(panels):
+        ys, xs = np.nonzero(mask[:, p * width : (p + 1) * width])
+        found.append((xs, ys))
+    return found
+
+
 def test_training_curves_png():
     records = [{"step": s, "loss": 100 / s, "kl_loss": s / 10, "elbo": -100 / s, "elapsed_s": s} for s in (1, 50, 100)]
     png = training_curves(records)
     assert png.startswith(b"\x89PNG")
     with Image.open(io.BytesIO(png)) as image:
-        assert image.width >= 600 and image.height >= 200  # three panels in one row
-    assert training_curves([]).startswith(b"\x89PNG")
-    assert training_curves([{"step": 1, "loss": float("nan")}, {"step": 2, "loss": 3.0}]).startswith(b"\x89PNG")
+        assert image.size == (1200, 280)  # three 4 x 2.8 inch panels in one row at 100 dpi
+    # each panel draws its own quantity: the loss falls (its curve goes down, image y grows to the right), the KL
+    # and the ELBO rise
+    for (xs, ys), falls in zip(_curve_pixels(png, 3), (True, False, False)):
+        assert xs.size > 100, "a curve is drawn"
+        left, right = ys[xs <= xs.min() + 3].mean(), ys[xs >= xs.max() - 3].mean()
+        assert (right - left > 50) if falls else (left - right > 50), (left, right)
+    empty = training_curves([])
+    assert empty.startswith(b"\x89PNG") and _curve_pixels(empty, 1)[0][0].size == 0
+    one_point = training_curves(
+        [{"step": 1, "loss": float("nan")}, {"step": 2, "loss": 3.0}, {"step": 3, "loss": 1e400}]
+    )
+    xs, ys = _curve_pixels(one_point, 1)[0]
+    assert 0 < xs.size < 100 and np.ptp(xs) < 12 and np.ptp(ys) < 12, "the NaN is skipped: one marker"
 
 
 # ---------------------------------------------------------------------------------------------------------------

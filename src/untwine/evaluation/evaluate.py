@@ -106,8 +106,16 @@ def _like_default(text: str, value, default):
     return value
 
 
-def _generator(eval_seed: int, representation_name: str, metric: str, device) -> torch.Generator:
-    words = np.random.SeedSequence([eval_seed, REPRESENTATIONS.index(representation_name), *metric.encode()])
+EVAL_STREAMS = {"data": 0, "noise": 1}
+
+
+def _generator(eval_seed: int, stream: str, representation_name: str, metric: str, device) -> torch.Generator:
+    """The evaluation's generator for one (stream, representation, metric): "data" draws the factors and the
+    metric's own randomness, "noise" the sampled representation's eps. Each is its own SeedSequence entropy
+    (as `untwine.seeding` does for training), so no two streams of any seeds share draws."""
+    words = np.random.SeedSequence(
+        [eval_seed, EVAL_STREAMS[stream], REPRESENTATIONS.index(representation_name), *metric.encode()]
+    )
     return torch.Generator(device=device).manual_seed(int(words.generate_state(1, dtype=np.uint64)[0] >> 1))
 
 
@@ -159,8 +167,8 @@ def evaluate_model(
         results["eval.code_cache.elapsed_s"] = cache.elapsed_s
     for rep in representations:
         for name in names:
-            data_gen = _generator(eval_seed, rep, name, dataset.device)
-            noise_gen = _generator(eval_seed + 1, rep, name, next(model.parameters()).device)
+            data_gen = _generator(eval_seed, "data", rep, name, dataset.device)
+            noise_gen = _generator(eval_seed, "noise", rep, name, next(model.parameters()).device)
             settings = dict(options.get(name, {}))
             data, label = with_label_noise(dataset, name, settings.pop("label_noise", 0), eval_seed, rep)
             start = time.perf_counter()

@@ -8,7 +8,7 @@ As disentanglement_lib (spec §5.5, §10 item 14):
 - discrete mode (the study, default): S[i, k] = test accuracy of `LinearSVC(C=0.01, class_weight="balanced")`
   trained on the single code i (a 1-D feature) to predict factor index k; with the study's sklearn behaviour
   `dual=True`, max_iter 1000 (sklearn >= 1.3 defaults to dual="auto", which picks the primal solver here and gives
-  slightly different numbers: pass dual="auto" to compare with runs made that way);
+  slightly different numbers: pass dual="auto", e.g. `--option sap.dual=auto`, to compare with runs made that way);
 - continuous mode: S[i, k] = cov(c_i, f_k)^2 / (var(c_i) var(f_k)) with ddof 1 on the training set, 0 if
   var(c_i) <= 1e-12.
 
@@ -53,6 +53,19 @@ def _continuous_scores(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
     return s
 
 
+DUALS = (True, False, "auto")
+
+
+def _check_dual(dual):
+    """LinearSVC's `dual`: True (the study's), False, or "auto" (sklearn >= 1.3); the strings "true" and "false"
+    (from the command line) are accepted too."""
+    if isinstance(dual, str) and dual.lower() in ("true", "false", "auto"):
+        dual = {"true": True, "false": False, "auto": "auto"}[dual.lower()]
+    if dual not in DUALS or isinstance(dual, (int, float)) and not isinstance(dual, bool):
+        raise InvalidInputError(f"SAP's dual must be True, False or 'auto', got {dual!r}")
+    return dual
+
+
 def _svm_accuracy(x_train, y_train, x_test, y_test, dual, random_state) -> float:
     model = LinearSVC(C=0.01, class_weight="balanced", dual=dual, max_iter=1000, random_state=random_state)
     with warnings.catch_warnings():
@@ -70,6 +83,7 @@ def sap_score_matrix(
     )
     if continuous_factors:
         return _continuous_scores(codes_train, factors_train.astype(np.float64))
+    dual = _check_dual(dual)
     check_classes(factors_train)
     d, num_factors = codes_train.shape[1], factors_train.shape[1]
     s = np.zeros((d, num_factors))
@@ -105,13 +119,22 @@ def evaluate(
     num_train: int = 10_000,
     num_test: int = 5_000,
     continuous_factors: bool = False,
+    dual=True,
 ) -> dict[str, float]:
     """The reference protocol: encode `num_train` then `num_test` fresh samples, then `sap` (spec §5.5)."""
     from untwine.evaluation.representation import sample_train_test
 
+    if not continuous_factors:
+        _check_dual(dual)  # before any encoding
     codes_train, factors_train, codes_test, factors_test = sample_train_test(
         representation, dataset, num_train, num_test, generator
     )
     return sap(
-        codes_train, factors_train, codes_test, factors_test, continuous_factors, random_state=sklearn_seed(generator)
+        codes_train,
+        factors_train,
+        codes_test,
+        factors_test,
+        continuous_factors,
+        dual,
+        random_state=sklearn_seed(generator),
     )
