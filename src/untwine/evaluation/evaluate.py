@@ -6,6 +6,8 @@ reference's names (spec §7.2): `reference.<representation>.<metric config>.eval
 disentanglement_lib's aggregated results (keys whose meaning differs from the reference's are left out there).
 As in disentanglement_lib's `dlib_reproduce` (spec §0), every model is evaluated with the same evaluation seeds,
 so the metrics' sampling noise is shared across models (and between a model and its untrained self).
+Matrices behind the scores (`Scores.arrays`, e.g. MIG's mutual-information matrix) come back in the results'
+`.arrays`, keyed `eval.<representation>.<metric>.<name>`; `evaluate_run` stores them under <run>/eval/ (arrays.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from untwine.config import parse_value
 from untwine.errors import InvalidInputError
 from untwine.evaluation.representation import REPRESENTATIONS, representation
 from untwine.metrics import NOT_REFERENCE_KEYS, PROTOCOLS, REFERENCE_NAMES
+from untwine.metrics.utils import Scores
 
 DEFAULT_METRICS = ("mig",)
 
@@ -97,13 +100,14 @@ def evaluate_model(
     """Evaluate `model` on `dataset`: {"eval.<rep>.<metric>.<key>": value, ...}.
 
     options: per-metric keyword overrides of the reference defaults, e.g. {"mig": {"num_train": 2000}}.
+    The returned dict's `.arrays` hold the metrics' matrices: {"eval.<rep>.<metric>.<name>": ndarray}.
     """
     names = metric_names(metrics)
     for rep in representations:
         if rep not in REPRESENTATIONS:
             raise InvalidInputError(f"unknown representation {rep!r}; choose mean or sampled")
     options = options or {}
-    results: dict[str, float] = {}
+    results = Scores()
     for rep in representations:
         for name in names:
             data_gen = _generator(eval_seed, rep, name, dataset.device)
@@ -111,6 +115,8 @@ def evaluate_model(
             start = time.perf_counter()
             values = PROTOCOLS[name](representation(model, rep, noise_gen), dataset, data_gen, **options.get(name, {}))
             elapsed = time.perf_counter() - start
+            for array_name, array in getattr(values, "arrays", {}).items():
+                results.arrays[f"eval.{rep}.{name}.{array_name}"] = array
             reference = (
                 f"reference.{rep}.{REFERENCE_NAMES[name]}.evaluation_results" if name in REFERENCE_NAMES else None
             )
@@ -134,14 +140,18 @@ def evaluate_run(
     device: str = "cpu",
 ) -> dict[str, float]:
     """Evaluate a run's final model (or, with `untrained`, the same network before training) and merge the
-    results into its results.json (untrained ones prefixed `untrained.`)."""
+    results into its results.json (untrained ones prefixed `untrained.`); the metrics' matrices go to
+    <run>/eval/<trained|untrained>/<representation>/<metric>.npz (`untwine.evaluation.arrays`)."""
+    from untwine.evaluation.arrays import write_arrays
     from untwine.runs import RunDir
 
     run = RunDir(run_dir).require()
     model = run.load_model("untrained" if untrained else "final", device=device)
     dataset = run.load_dataset(device=device)
     results = evaluate_model(model, dataset, metrics, representations, eval_seed, options)
+    arrays = results.arrays
     if untrained:
         results = {f"untrained.{k}": v for k, v in results.items()}
     run.update_results(results)
+    write_arrays(run, arrays, dataset.factor_names, "untrained" if untrained else "trained")
     return results

@@ -29,7 +29,7 @@ import torch
 
 from untwine.errors import InvalidInputError
 from untwine.metrics.predictors import fit_in_parallel, fit_quietly, gradient_boosting_classifier, sklearn_seed
-from untwine.metrics.utils import check_classes, check_train_test
+from untwine.metrics.utils import Scores, check_classes, check_train_test
 
 NAME = "dci"
 DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "importance": "gbt"}  # reference batch_size 16 only chunks
@@ -134,16 +134,20 @@ def importance_matrix(
 def dci(
     codes_train, factors_train, codes_test, factors_test, importance: str = "gbt", random_state=None, n_jobs=None
 ) -> dict[str, float]:
-    """Reference DCI on arrays (codes [N, d] floats, factors [N, K] integer indices) -> the four result keys."""
+    """Reference DCI on arrays (codes [N, d] floats, factors [N, K] integer indices) -> the four result keys.
+
+    The result's `.arrays` hold the d x K importance matrix ("importance") and the per-factor accuracies
+    ("accuracy_train", "accuracy_test") the scores are computed from."""
     r, acc_train, acc_test = importance_matrix(
         codes_train, factors_train, codes_test, factors_test, importance, random_state, n_jobs
     )
-    return {
+    scores = {
         "disentanglement": disentanglement(r),
         "completeness": completeness(r),
         "informativeness_train": float(np.mean(acc_train)),
         "informativeness_test": float(np.mean(acc_test)),
     }
+    return Scores(scores, {"importance": r, "accuracy_train": acc_train, "accuracy_test": acc_test})
 
 
 def evaluate(
