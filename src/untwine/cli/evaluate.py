@@ -61,13 +61,10 @@ def _print_results(results: dict, run: Path, verbose: bool = False, as_json: boo
     if as_json:
         sys.stdout.write(json.dumps(results, indent=1, sort_keys=True) + "\n")
         return
-    if verbose:
-        table = Table(title="all results")
-        table.add_column("key")
-        table.add_column("value", justify="right")
+    if verbose:  # one unwrapped line per key, easy to grep
+        width = max((len(key) for key in results), default=0)
         for key, value in sorted(results.items()):
-            table.add_row(key, _format(value))
-        console.print(table)
+            console.print(f"{key:<{width}}  {_format(value)}", soft_wrap=True, highlight=False, markup=False)
         return
     rows = headline_table(results)
     columns = used_columns(rows)
