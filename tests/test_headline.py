@@ -18,6 +18,7 @@ from untwine.metrics.headline import (
     METRIC_LABELS,
     headline_keys,
     headline_table,
+    parse_result_key,
     result_key,
     used_columns,
 )
@@ -83,6 +84,11 @@ def test_headline_table_rows_and_columns():
     assert headline_table({"train.steps": 3}) == []
     assert len(COLUMNS) == 4
     assert result_key("sap", "SAP_score", "sampled", "untrained") == "untrained.eval.sampled.sap.SAP_score"
+    assert parse_result_key("untrained.eval.sampled.sap.SAP_score") == ("untrained", "sampled", "sap", "SAP_score")
+    key = "eval.mean.fairness.mean_fairness:pred0:sens1"
+    assert parse_result_key(key) == ("trained", "mean", "fairness", "mean_fairness:pred0:sens1")
+    assert parse_result_key("reference.mean.mig.evaluation_results.discrete_mig") is None
+    assert parse_result_key("train.steps") is None
 
 
 class PixelModel(torch.nn.Module):

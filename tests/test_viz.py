@@ -457,6 +457,11 @@ def test_traversal_labels_follow_the_stored_mutual_information(tmp_path, model):
     write_figures(run, dataset=tiny_dataset())
     assert json.loads(latents_path(run).read_text())["captures"] == ["b"] * 5 + ["a"] * 5
     assert _figures_current(run, figure_paths(run))
+    write_arrays(run, {"eval.mean.mig.mutual_info": mi[:, ::-1]}, ("a", "b"))
+    config = TrainConfig.read(run.config_path).model_dump()
+    TrainConfig(**{**config, "data_dir": str(tmp_path / "nowhere"), "dataset": "cars3d"}).write(run.config_path)
+    text = write_report(run).read_text()  # the data set's files are gone: keep the figures, say so
+    assert "The row labels predate the latest evaluation; redrawing them failed" in text
 
 
 def test_downstream_accuracy_picture(tmp_path):

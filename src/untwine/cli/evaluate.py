@@ -86,7 +86,8 @@ def report(
     run: Path = typer.Argument(..., help="run directory"),
     regenerate: bool = typer.Option(False, help="redraw the figures even if they exist"),
 ) -> None:
-    """Write <run>/report.html: config, curves, reconstructions, samples, traversals, metrics."""
+    """Write <run>/report.html: headline scores, which latent captures which factor, traversals, every score,
+    evaluation times, curves, reconstructions, samples, config."""
     from untwine.runs import RunDir
     from untwine.viz.report import write_report
 

@@ -7,8 +7,12 @@ completeness / informativeness, SAP, modularity, explicitness, IRS, Gaussian tot
 efficiency and 10,000-point test accuracy (Locatello et al. 2019, §5), and mean unfairness (Locatello et al. 2019b,
 `mean_fairness:mean_pred:mean_sens`, spec §5.9), plus Chen et al.'s posterior MIG.
 
-    headline_table(results)  # flat results (results.json) -> one HeadlineRow per headline score evaluated
-    row.values[("trained", "mean")], row.values[("untrained", "sampled")], ...   # None where not evaluated
+    HEADLINES["dci"]          # (Headline("dci", "disentanglement", "DCI disentanglement", "higher"), ...)
+    headline_keys("dci")      # ("disentanglement", "completeness", "informativeness_test")
+    headline_table(results)   # flat results (results.json) -> one HeadlineRow per headline score evaluated
+    row.label, row.values[("trained", "mean")], row.values[("untrained", "sampled")]   # None where not evaluated
+    result_key / parse_result_key   # ("mig", "discrete_mig", "mean", "untrained") <-> "untrained.eval.mean.mig..."
+    METRIC_LABELS["modularity_explicitness"]   # a metric's display name
 """
 
 from __future__ import annotations
@@ -111,13 +115,19 @@ class HeadlineRow:
         return self.headline.label
 
 
+def parse_result_key(name: str) -> tuple[str, str, str, str] | None:
+    """ "untrained.eval.mean.mig.discrete_mig" -> ("untrained", "mean", "mig", "discrete_mig"); None for keys that
+    are not evaluation results (train.*, reference.*, ...). The inverse of `result_key`."""
+    network = "untrained" if name.startswith("untrained.") else "trained"
+    parts = name.removeprefix("untrained.").split(".", 3)
+    if len(parts) < 4 or parts[0] != "eval":
+        return None
+    return network, parts[1], parts[2], parts[3]
+
+
 def evaluated_metrics(results: dict) -> list[str]:
     """Metrics with at least one eval.* or untrained.eval.* key in `results`, in `HEADLINES` order, then others."""
-    found = set()
-    for name in results:
-        parts = name.removeprefix("untrained.").split(".")
-        if len(parts) >= 4 and parts[0] == "eval":
-            found.add(parts[2])
+    found = {parsed[2] for parsed in map(parse_result_key, results) if parsed is not None}
     return [m for m in HEADLINES if m in found] + sorted(found - set(HEADLINES))
 
 

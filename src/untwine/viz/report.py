@@ -23,7 +23,14 @@ from untwine.data import FactorDataset, dataset_info
 from untwine.errors import UntwineError
 from untwine.evaluation.arrays import read_arrays
 from untwine.evaluation.representation import REPRESENTATIONS
-from untwine.metrics.headline import METRIC_LABELS, evaluated_metrics, headline_keys, headline_table, used_columns
+from untwine.metrics.headline import (
+    METRIC_LABELS,
+    evaluated_metrics,
+    headline_keys,
+    headline_table,
+    parse_result_key,
+    used_columns,
+)
 from untwine.runs import RunDir
 from untwine.seeding import make_generator
 from untwine.training.checkpoint import atomic_write_text
@@ -246,20 +253,11 @@ def headline_section(results: dict) -> str:
     )
 
 
-def _parse_eval_key(name: str) -> tuple[str, str, str, str] | None:
-    """ "untrained.eval.mean.mig.discrete_mig" -> ("untrained", "mean", "mig", "discrete_mig")."""
-    network = "untrained" if name.startswith("untrained.eval.") else "trained"
-    parts = name.removeprefix("untrained.").split(".", 3)
-    if len(parts) < 4 or parts[0] != "eval":
-        return None
-    return network, parts[1], parts[2], parts[3]
-
-
 def _eval_values(results: dict) -> dict[str, dict[str, dict[tuple[str, str], object]]]:
     """metric -> key -> (network, representation) -> value, for every eval.* / untrained.eval.* key."""
     table: dict[str, dict[str, dict[tuple[str, str], object]]] = {}
     for name, value in results.items():
-        parsed = _parse_eval_key(name)
+        parsed = parse_result_key(name)
         if parsed is not None:
             network, rep, metric, key = parsed
             table.setdefault(metric, {}).setdefault(key, {})[(network, rep)] = value
@@ -514,10 +512,16 @@ def _factor_names(config: dict, stored: dict[str, dict | None]) -> list[str]:
 
 
 def render_report(
-    name: str, config: dict, results: dict, figures: dict[str, Path], stored: dict[str, dict | None] | None = None
+    name: str,
+    config: dict,
+    results: dict,
+    figures: dict[str, Path],
+    stored: dict[str, dict | None] | None = None,
+    traversal_note: str | None = None,
 ) -> str:
     """The report as an HTML string (see `write_report`). `stored`: metric -> the arrays its evaluation of the
-    trained network's mean representation stored (`untwine.evaluation.arrays`), None where there are none."""
+    trained network's mean representation stored (`untwine.evaluation.arrays`), None where there are none;
+    `traversal_note`: a warning shown under the traversals."""
     stored = stored or {}
     flat_config = _flatten(config)
     summary = " \u00b7 ".join(
@@ -532,14 +536,15 @@ def render_report(
         if not k.startswith(("train.", "eval.", "untrained.eval.", "reference.", "untrained.reference."))
     }
 
-    def figure(figure_name: str) -> tuple[str, str, str]:
+    def figure(figure_name: str, note: str | None = None) -> tuple[str, str, str]:
         _, heading, caption = FIGURES[figure_name]
-        return figure_name, heading, _figure(figures[figure_name], heading, caption, figure_name != "training_curves")
+        content = _figure(figures[figure_name], heading, caption, figure_name != "training_curves")
+        return figure_name, heading, content + (f'<p class="note">{html.escape(note)}</p>' if note else "")
 
     sections = [
         ("headline", "Headline scores", headline_section(results)),
         ("latents", "Which latent captures which factor", matrix_section(results, stored)),
-        figure("traversals"),
+        figure("traversals", traversal_note),
     ]
     downstream = downstream_section(results, _factor_names(config, stored))
     if downstream is not None:
@@ -604,8 +609,16 @@ def write_report(run_dir: RunDir | str | Path, regenerate_figures: bool = False)
     """
     run = _as_run(run_dir)
     figures = figure_paths(run)
-    if regenerate_figures or not _figures_current(run, figures):
+    stale = None
+    if regenerate_figures or not all(path.exists() for path in figures.values()):
         figures = write_figures(run)
-    text = render_report(run.path.name, _read_config(run), run.read_results(), figures, stored_matrices(run))
+    elif not _figures_current(run, figures):
+        try:
+            figures = write_figures(run)
+        except UntwineError as exc:  # keep the figures there are (e.g. the data set's files moved)
+            stale = f"The row labels predate the latest evaluation; redrawing them failed: {exc}"
+    text = render_report(
+        run.path.name, _read_config(run), run.read_results(), figures, stored_matrices(run), traversal_note=stale
+    )
     atomic_write_text(run.report_path, text)  # readers never see a half-written report
     return run.report_path
