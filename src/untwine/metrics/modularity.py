@@ -28,13 +28,7 @@ import torch
 
 from untwine.errors import InvalidInputError
 from untwine.metrics.predictors import fit_quietly, logistic_regression, sklearn_seed
-from untwine.metrics.utils import (
-    Scores,
-    check_classes,
-    check_train_test,
-    discrete_mutual_info,
-    histogram_discretize,
-)
+from untwine.metrics.utils import Scores, check_classes, check_train_test, discrete_mutual_info, histogram_discretize
 
 NAME = "modularity_explicitness"
 DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "num_bins": 20}
