@@ -390,6 +390,17 @@ def test_report_heatmaps_show_the_metrics_own_matrices(tmp_path):
     top = np.sort(mi, axis=0)[::-1]
     assert np.mean((top[0] - top[1]) / entropy) == pytest.approx(results["eval.mean.mig.discrete_mig"], abs=1e-4)
 
+    marked = render_report(
+        "r",
+        {},
+        dict(results),
+        blank_figures(tmp_path),
+        stored_matrices(tmp_path),
+        None,
+        {"inactive": [False, True, False]},
+    )
+    assert rendered_matrix(marked, "mutual_info")[0] == ["z0", "z1 (inactive)", "z2"]
+
     _, _, importance = rendered_matrix(html, "dci_importance")
     np.testing.assert_allclose(importance, results.arrays["eval.mean.dci.importance"], atol=5e-5)
     assert list(importance.argmax(axis=1)) == [0, 1, 2]

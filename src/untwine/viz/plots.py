@@ -93,7 +93,7 @@ def accuracy_by_size(panels: Sequence[tuple[str, Sequence[int], Sequence[str], S
     of test accuracy against the training-set size (log scale), with the mean over factors in black."""
     cols = min(2, max(1, len(panels)))
     rows = max(1, math.ceil(len(panels) / cols))
-    fig = Figure(figsize=(5.0 * cols, 3.2 * rows), dpi=100, layout="constrained")
+    fig = Figure(figsize=(5.1 * cols, 3.2 * rows), dpi=100, layout="constrained")
     for i, (title, sizes, names, accuracy) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
         acc = np.asarray(accuracy, dtype=np.float64)
@@ -108,5 +108,5 @@ def accuracy_by_size(panels: Sequence[tuple[str, Sequence[int], Sequence[str], S
         ax.set_ylabel("test accuracy", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(True, color="0.9")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return _png(fig)

@@ -241,7 +241,7 @@ def headline_section(results: dict) -> str:
     body = []
     for row in rows:
         better = row.headline.better
-        mark = ' <span class="dir" title="lower is better">\u2193 lower is better</span>' if better == "lower" else ""
+        mark = ' <span class="dir" title="lower is better">\u2193</span>' if better == "lower" else ""
         label = f'<a href="#details-{html.escape(row.metric)}">{html.escape(row.label)}</a>{mark}'
         body.append(f"<tr><th>{label}</th>{_value_cells(row.values, columns, fixed=True)}</tr>")
     return (
@@ -249,6 +249,7 @@ def headline_section(results: dict) -> str:
         '<p class="meta">Trained: the final network; untrained: the same network at initialisation (what the '
         "architecture gives for free). Mean: the encoder mean as the code; sampled: a draw from q(z|x). A dash: not "
         "evaluated (or not at these sample sizes, e.g. 10,000-point accuracy under <code>--num-points</code>). "
+        "\u2193: lower is better; higher is better for the others. "
         'Every key of every metric is under <a href="#details">All scores</a>.</p>'
     )
 
@@ -336,9 +337,13 @@ def _matrix_numbers(name: str, matrix, row_labels, col_labels) -> str:
     )
 
 
-def _heatmap_figure(name: str, matrix, factor_names, title: str, value_label: str, caption: str) -> str:
+def _heatmap_figure(
+    name: str, matrix, factor_names, title: str, value_label: str, caption: str, inactive: list | None = None
+) -> str:
     matrix = np.asarray(matrix, dtype=np.float64)
-    rows = [f"z{i}" for i in range(matrix.shape[0])]
+    if inactive is None or len(inactive) != matrix.shape[0]:
+        inactive = [False] * matrix.shape[0]
+    rows = [f"z{i} (inactive)" if off else f"z{i}" for i, off in enumerate(inactive)]
     png = heatmap(matrix, rows, factor_names, title, value_label)
     return (
         f'<div class="picture">{_figure_bytes(png, "png", title, caption, False)}'
@@ -360,9 +365,10 @@ def _missing_matrix(results: dict, metrics: tuple[str, ...], what: str) -> str:
     )
 
 
-def matrix_section(results: dict, stored: dict[str, dict | None]) -> str:
+def matrix_section(results: dict, stored: dict[str, dict | None], inactive: list | None = None) -> str:
     """The code x factor mutual-information matrix (the one MIG, or else modularity, was computed from) and DCI's
-    importance matrix, as heatmaps of exactly the stored matrices (trained network, mean representation)."""
+    importance matrix, as heatmaps of exactly the stored matrices (trained network, mean representation); rows of
+    latents flagged `inactive` (figures/latents.json) are labelled so."""
     parts = []
     source = next((m for m in MI_SOURCES if stored.get(m) is not None and "mutual_info" in stored[m]), None)
     if source is not None:
@@ -371,7 +377,9 @@ def matrix_section(results: dict, stored: dict[str, dict | None]) -> str:
         caption = (
             f"Mutual information (nats) between each latent (20-bin histogram of its values) and each factor, on "
             f"the trained network's mean representation: the matrix {METRIC_LABELS[source]} was computed from. "
-            "A disentangled code has one dark cell per row and per column. MIG is the mean over factors of the gap "
+            "A disentangled code has one dark cell per row and per column. Inactive latents (KL near 0, see the "
+            "traversals) vary too little to matter to the decoder, but the histogram estimate rescales each latent "
+            "to its own range and can still find information in them. MIG is the mean over factors of the gap "
             "between the two largest entries of a column, divided by the factor's entropy"
         )
         if entropy is not None:
@@ -384,6 +392,7 @@ def matrix_section(results: dict, stored: dict[str, dict | None]) -> str:
                 "Mutual information I(z_i; v_k)",
                 "nats",
                 caption + ".",
+                inactive,
             )
         )
     else:
@@ -400,6 +409,7 @@ def matrix_section(results: dict, stored: dict[str, dict | None]) -> str:
                 "Importance of each latent for predicting each factor (one classifier per factor; each column sums "
                 "to 1), on the trained network's mean representation: the matrix DCI disentanglement (one factor per "
                 "row) and completeness (one latent per column) were computed from.",
+                inactive,
             )
         )
     else:
@@ -479,7 +489,7 @@ table.headline { font-size: 15px; }
 table.headline tbody th { font-weight: 600; background: #fafbfc; }
 table.headline a { color: inherit; text-decoration: none; }
 table.headline td.num { min-width: 5.5em; }
-.dir { color: #8a5a00; font-weight: 400; font-size: 12px; }
+.dir { color: #8a5a00; font-weight: 700; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; font-family: ui-monospace, Menlo, monospace; }
 td.untrained { color: #6b7485; }
 tr.headline-key th, tr.headline-key td { font-weight: 700; }
@@ -489,12 +499,11 @@ details > summary { cursor: pointer; font-weight: 600; padding: 3px 0; }
 details.numbers > summary { font-weight: 400; color: #5a6475; font-size: 13px; }
 table.matrix { font-size: 12px; }
 .pictures { display: flex; flex-wrap: wrap; gap: 8px 32px; align-items: flex-start; }
-.picture { max-width: 100%; }
+.picture { width: 490px; max-width: 100%; }
 figure { margin: 8px 0 24px; }
 figure img { display: block; max-width: 100%; height: auto; border: 1px solid #dde1e7; }
 img.pixels { image-rendering: pixelated; }
 figcaption { color: #5a6475; font-size: 14px; margin-top: 6px; max-width: 760px; }
-.pictures figcaption { max-width: 520px; }
 .note { color: #6b7485; font-style: italic; }
 code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; font-style: normal; }
 """
@@ -518,11 +527,13 @@ def render_report(
     figures: dict[str, Path],
     stored: dict[str, dict | None] | None = None,
     traversal_note: str | None = None,
+    latents: dict | None = None,
 ) -> str:
     """The report as an HTML string (see `write_report`). `stored`: metric -> the arrays its evaluation of the
     trained network's mean representation stored (`untwine.evaluation.arrays`), None where there are none;
-    `traversal_note`: a warning shown under the traversals."""
+    `traversal_note`: a warning shown under the traversals; `latents`: figures/latents.json (KL, inactive flags)."""
     stored = stored or {}
+    inactive = (latents or {}).get("inactive")
     flat_config = _flatten(config)
     summary = " \u00b7 ".join(
         f"{html.escape(k)} {_esc(flat_config[k], exact=True)}"
@@ -543,7 +554,7 @@ def render_report(
 
     sections = [
         ("headline", "Headline scores", headline_section(results)),
-        ("latents", "Which latent captures which factor", matrix_section(results, stored)),
+        ("latents", "Which latent captures which factor", matrix_section(results, stored, inactive)),
         figure("traversals", traversal_note),
     ]
     downstream = downstream_section(results, _factor_names(config, stored))
@@ -617,8 +628,12 @@ def write_report(run_dir: RunDir | str | Path, regenerate_figures: bool = False)
             figures = write_figures(run)
         except UntwineError as exc:  # keep the figures there are (e.g. the data set's files moved)
             stale = f"The row labels predate the latest evaluation; redrawing them failed: {exc}"
+    try:
+        latents = json.loads(latents_path(run).read_text())
+    except (OSError, json.JSONDecodeError):
+        latents = None
     text = render_report(
-        run.path.name, _read_config(run), run.read_results(), figures, stored_matrices(run), traversal_note=stale
+        run.path.name, _read_config(run), run.read_results(), figures, stored_matrices(run), stale, latents
     )
     atomic_write_text(run.report_path, text)  # readers never see a half-written report
     return run.report_path
