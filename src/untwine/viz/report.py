@@ -218,12 +218,14 @@ def _columns_head(columns: list[tuple[str, str]], first: str) -> str:
     return f"<thead><tr>{top}</tr><tr>{bottom}</tr></thead>"
 
 
-def _value_cells(values: dict, columns: list[tuple[str, str]], fixed: bool = False) -> str:
-    """Table cells of values per (network, representation) column; `fixed`: 3 decimals (headline tables)."""
+def _value_cells(values: dict, columns: list[tuple[str, str]], decimals: int | None = None) -> str:
+    """Table cells of values per (network, representation) column; `decimals`: a fixed number of them (else 4
+    significant digits)."""
     cells = []
     for network, rep in columns:
         value = values.get((network, rep))
-        text = f"{value:.3f}" if fixed and isinstance(value, float) and abs(value) < 1e4 else _fmt(value)
+        fixed = decimals is not None and isinstance(value, float) and abs(value) < 1e6
+        text = f"{value:.{decimals}f}" if fixed else _fmt(value)
         cells.append(f'<td class="num{" untrained" if network == "untrained" else ""}">{html.escape(text)}</td>')
     return "".join(cells)
 
@@ -243,7 +245,7 @@ def headline_section(results: dict) -> str:
         better = row.headline.better
         mark = ' <span class="dir" title="lower is better">\u2193</span>' if better == "lower" else ""
         label = f'<a href="#details-{html.escape(row.metric)}">{html.escape(row.label)}</a>{mark}'
-        body.append(f"<tr><th>{label}</th>{_value_cells(row.values, columns, fixed=True)}</tr>")
+        body.append(f"<tr><th>{label}</th>{_value_cells(row.values, columns, decimals=3)}</tr>")
     return (
         f'<table class="headline">{_columns_head(columns, "Score")}<tbody>{"".join(body)}</tbody></table>'
         '<p class="meta">Trained: the final network; untrained: the same network at initialisation (what the '
@@ -299,7 +301,7 @@ def metric_details(results: dict) -> str:
         label = METRIC_LABELS.get(metric, metric.replace("_", " "))
         parts.append(
             f'<details id="details-{html.escape(metric)}"><summary>{html.escape(label)} '
-            f'<span class="meta">({len(keys)} keys)</span></summary>'
+            f'<span class="meta">({len(keys)} {"key" if len(keys) == 1 else "keys"})</span></summary>'
             f'<table class="metrics">{_columns_head(columns, "Key")}<tbody>{rows}</tbody></table></details>'
         )
     return "".join(parts)
@@ -316,7 +318,7 @@ def metric_timing(results: dict) -> str:
     for metric in evaluated_metrics(results):
         if metric in timed:
             label = METRIC_LABELS.get(metric, metric)
-            rows.append(f"<tr><th>{html.escape(label)}</th>{_value_cells(timed[metric], columns)}</tr>")
+            rows.append(f"<tr><th>{html.escape(label)}</th>{_value_cells(timed[metric], columns, decimals=1)}</tr>")
     total = sum(float(v) for values in timed.values() for v in values.values() if isinstance(v, (int, float)))
     return (
         f'<table class="metrics">{_columns_head(columns, "Metric (seconds)")}<tbody>{"".join(rows)}</tbody></table>'
@@ -498,6 +500,7 @@ details { margin: 4px 0; }
 details > summary { cursor: pointer; font-weight: 600; padding: 3px 0; }
 details.numbers > summary { font-weight: 400; color: #5a6475; font-size: 13px; }
 table.matrix { font-size: 12px; }
+table.matrix th { white-space: nowrap; }
 .pictures { display: flex; flex-wrap: wrap; gap: 8px 32px; align-items: flex-start; }
 .picture { width: 490px; max-width: 100%; }
 figure { margin: 8px 0 24px; }
