@@ -91,7 +91,7 @@ def test_headline_summary_of_every_metric_fits_a_screen(capsys):
 @pytest.mark.slow
 def test_every_metric_end_to_end_summary(run, capsys):
     capsys.readouterr()
-    assert main(["evaluate", str(run), "--metrics", "all", "--num-points", "100", "--untrained"]) == 0
+    assert main(["evaluate", str(run), "--metrics", "all", "--num-points", "500", "--untrained"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) < MAX_LINES, "\n".join(lines)
     results = json.loads((run / "results.json").read_text())
