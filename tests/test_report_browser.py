@@ -11,12 +11,14 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from untwine.config import TrainConfig
 from untwine.data import StoredDataset
+from untwine.evaluation.arrays import write_arrays
 from untwine.nn import GaussianVAE
 from untwine.runs import RunDir
 from untwine.training.checkpoint import save_checkpoint
@@ -27,7 +29,9 @@ pytestmark = pytest.mark.browser
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 RUN_NAME = "browser-run"
-NUM_IMAGES = 5  # training curves, reconstructions, samples, traversal grid, animated traversal
+# training curves, reconstructions, samples, traversal grid, animated traversal; mutual-information and DCI
+# heatmaps; downstream accuracy
+NUM_IMAGES = 8
 
 
 def _unavailable(reason: str) -> None:
@@ -60,14 +64,27 @@ def _make_report(path: Path) -> Path:
         for s in (100, 200, 300)
     ]
     run.log_path.write_text("".join(json.dumps(r) + "\n" for r in log))
-    run.results_path.write_text(
-        json.dumps(
-            {
-                "train.steps": 300,
-                "eval.mean.mig.discrete_mig": 0.2134,
-                "untrained.eval.mean.mig.discrete_mig": 0.03125,
-            }
-        )
+    results = {
+        "train.steps": 300,
+        "eval.mean.mig.discrete_mig": 0.2134,
+        "untrained.eval.mean.mig.discrete_mig": 0.03125,
+        "eval.mean.mig.elapsed_s": 1.5,
+        "eval.mean.dci.disentanglement": 0.4567,
+    }
+    for size in (10, 100):
+        for k in range(2):
+            results[f"eval.mean.downstream_logistic_regression.{size}:test_accuracy_factor_{k}"] = 0.3 + size / 200
+    run.results_path.write_text(json.dumps(results))
+    importance = np.full((10, 2), 0.05)
+    importance[0, 0] = importance[1, 1] = 0.55  # columns sum to 1, as a GBT's importances
+    write_arrays(
+        run,
+        {
+            "eval.mean.mig.mutual_info": np.linspace(0, 1, 20).reshape(10, 2),
+            "eval.mean.mig.factor_entropy": np.array([1.1, 1.4]),
+            "eval.mean.dci.importance": importance,
+        },
+        dataset.factor_names,
     )
     write_figures(run, model=model, dataset=dataset)
     return write_report(run)
@@ -117,7 +134,18 @@ def test_report_renders_in_chromium(tmp_path, driver):
 
     assert driver.title == f"untwine report \u2014 {RUN_NAME}"
     assert driver.execute_script("return document.readyState") == "complete"
-    assert "MIG" in driver.find_element("id", "metrics").text
+    headline = driver.find_element("id", "headline")
+    assert "MIG" in headline.text and "0.213" in headline.text
+    assert headline.location["y"] < 400  # the headline table is what a reader sees first
+    assert driver.execute_script("return document.querySelector('main section').id") == "headline"
+    details = driver.find_element("id", "details-mig")
+    assert (
+        not details.get_property("open")
+        and not driver.find_element("css selector", "#details-mig table").is_displayed()
+    )
+    details.find_element("tag name", "summary").click()
+    assert details.get_property("open") and driver.find_element("css selector", "#details-mig table").is_displayed()
+    assert driver.find_element("css selector", "table.matrix[data-matrix=mutual_info]").get_attribute("data-matrix")
 
     severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     assert severe == []

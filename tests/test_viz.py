@@ -16,6 +16,7 @@ from PIL import Image, ImageSequence
 
 from untwine.config import TrainConfig
 from untwine.data import StoredDataset
+from untwine.errors import InvalidInputError
 from untwine.nn import GaussianVAE
 from untwine.runs import RunDir
 from untwine.training.checkpoint import save_checkpoint
@@ -36,7 +37,7 @@ from untwine.viz import (
     write_figures,
     write_report,
 )
-from untwine.viz.report import metric_table
+from untwine.viz.report import FIGURES, render_report
 
 
 def lively_model(channels: int = 1, latent_dim: int = 10, seed: int = 0) -> GaussianVAE:
@@ -252,6 +253,20 @@ RESULTS = {
 }
 
 
+def blank_figures(folder) -> dict:
+    """Tiny white images standing in for a run's figures (for render_report)."""
+    figures = {}
+    for name, (file, _, _) in FIGURES.items():
+        figures[name] = folder / file
+        Image.new("RGB", (4, 4), "white").save(figures[name])
+    return figures
+
+
+def section(html: str, anchor: str) -> str:
+    """The inner HTML of <section id=anchor>."""
+    return re.search(rf'<section id="{anchor}">(.*?)</section>', html, re.S).group(1)
+
+
 def make_run(path, model: GaussianVAE) -> RunDir:
     """config.toml, checkpoints/final, log.jsonl and results.json, as a finished training run leaves them."""
     run = RunDir(path)
@@ -302,24 +317,42 @@ def test_write_figures_and_report(tmp_path, model):
     assert "<th>beta</th><td>4.0</td>" in text and "<th>learning_rate</th><td>0.0001</td>" in text  # config
 
 
-def test_metric_table_puts_untrained_beside_trained():
-    table = metric_table(RESULTS)
-    row = re.search(r"<tr>.*?MIG.*?discrete_mig.*?</tr>", table).group(0)
-    assert "0.2134" in row and "0.03125" in row
-    assert "Representation: mean" in table and "Representation: sampled" in table
-    assert table.index("Representation: mean") < table.index("Representation: sampled")
-    assert "No evaluation results" in metric_table({"train.steps": 3})
+def test_headline_table_first_details_collapsed_times_apart(tmp_path):
+    results = {
+        **RESULTS,
+        "eval.mean.mig.elapsed_s": 3.4,
+        "untrained.eval.mean.mig.elapsed_s": 2.7,
+        "eval.mean.dci.informativeness_train": 0.875,
+    }
+    html = render_report("r", {}, results, blank_figures(tmp_path))
+    sections = re.findall(r'<section id="([a-z_]+)">', html)
+    assert sections[:3] == ["headline", "latents", "traversals"]
+    headline = section(html, "headline")
+    row = re.search(r"<tr><th><a href=\"#details-mig\">MIG</a></th>(.*?)</tr>", headline).group(1)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+    assert cells == ["0.213", "0.179", "0.031"]  # trained mean, trained sampled, untrained mean (3 decimals)
+    assert "DCI disentanglement" in headline and "informativeness_train" not in headline  # headline keys only
+    assert "<th>mean</th><th>sampled</th><th>mean</th>" in headline  # mean / sampled under trained / untrained
+    details = section(html, "details")
+    assert details.count("<details") == 2 and 'id="details-mig"' in details and 'id="details-dci"' in details
+    assert "informativeness_train" in details and "elapsed_s" not in details
+    timing = section(html, "timing")
+    assert ">3.4<" in timing and ">2.7<" in timing and "Total: 6.1 s" in timing
+
+
+def test_report_says_when_a_run_has_no_stored_matrix(tmp_path):
+    # evaluated before the matrices were stored: say so, do not recompute or crash
+    html = render_report("r", {}, RESULTS, blank_figures(tmp_path), stored={"mig": None, "dci": None})
+    latents = section(html, "latents")
+    assert "MIG was evaluated before untwine stored the matrices" in latents
+    assert "DCI was evaluated before" in latents and "<img" not in latents
+    fresh = section(render_report("r", {}, {"train.steps": 3}, blank_figures(tmp_path)), "latents")
+    assert "not evaluated" in fresh and "--metrics mig" in fresh
+    assert "No evaluation results yet" in section(render_report("r", {}, {}, blank_figures(tmp_path)), "headline")
 
 
 def test_report_leaves_out_the_reference_named_duplicates(tmp_path):
-    from PIL import Image
-
-    from untwine.viz.report import FIGURES, render_report
-
-    figures = {}
-    for name, (file, _, _) in FIGURES.items():
-        figures[name] = tmp_path / file
-        Image.new("RGB", (4, 4), "white").save(figures[name])
+    figures = blank_figures(tmp_path)
     results = {
         "eval.mean.mig.discrete_mig": 0.25,
         "reference.mean.mig.evaluation_results.discrete_mig": 0.25,
@@ -328,3 +361,153 @@ def test_report_leaves_out_the_reference_named_duplicates(tmp_path):
     }
     html = render_report("r", {}, results, figures)
     assert "evaluation_results" not in html and "note.extra" in html
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pictures of what each latent captures
+
+
+class PixelModel(torch.nn.Module):
+    """A "model" whose encoder mean reads the factor pixels: latent i is factor i (perfectly disentangled)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(255.0))
+
+    def encode(self, x):
+        mean = x.flatten(1) * self.scale
+        return mean, torch.full_like(mean, -20.0)
+
+
+def rendered_matrix(html: str, name: str) -> tuple[list[str], list[str], np.ndarray]:
+    """(row labels, column labels, values) of the numbers table under the heatmap `name`."""
+    table = re.search(rf'<table class="matrix" data-matrix="{name}">(.*?)</table>', html, re.S).group(1)
+    columns = re.findall(r"<th>([^<]*)</th>", re.search(r"<thead>(.*?)</thead>", table, re.S).group(1))[1:]
+    body = re.search(r"<tbody>(.*?)</tbody>", table, re.S).group(1)
+    rows = re.findall(r"<tr><th>([^<]*)</th>(.*?)</tr>", body, re.S)
+    values = np.array([[float(v) for v in re.findall(r'<td class="num">([^<]*)</td>', cells)] for _, cells in rows])
+    return [r for r, _ in rows], columns, values
+
+
+def test_report_heatmaps_show_the_metrics_own_matrices(tmp_path):
+    from factories import factor_pixels_dataset
+
+    from untwine.evaluation import evaluate_model
+    from untwine.evaluation.arrays import write_arrays
+    from untwine.viz.report import stored_matrices
+
+    data = factor_pixels_dataset((5, 8, 4))  # latent i reads factor i
+    options = {"mig": {"num_train": 2000}, "dci": {"num_train": 400, "num_test": 200, "n_jobs": 1}}
+    results = evaluate_model(PixelModel(), data, ["mig", "dci"], ["mean"], options=options)
+    write_arrays(tmp_path, results.arrays, data.factor_names)
+    html = render_report("r", {}, dict(results), blank_figures(tmp_path), stored_matrices(tmp_path))
+    latents = section(html, "latents")
+    assert latents.count("<img") == 2 and "evaluated before" not in latents
+
+    rows, columns, mi = rendered_matrix(html, "mutual_info")
+    assert rows == ["z0", "z1", "z2"] and columns == ["a", "b", "c"]
+    metric_mi = results.arrays["eval.mean.mig.mutual_info"]  # the matrix MIG was computed from
+    np.testing.assert_allclose(mi, metric_mi, atol=5e-5)  # shown to 4 decimals
+    assert list(mi.argmax(axis=0)) == [0, 1, 2] and list(mi.argmax(axis=1)) == [0, 1, 2]  # diagonal dominant
+    entropy = results.arrays["eval.mean.mig.factor_entropy"]
+    np.testing.assert_allclose(np.diag(mi), entropy, atol=5e-5)  # z_i = v_i: I(z_i; v_i) = H(v_i)
+    top = np.sort(mi, axis=0)[::-1]
+    assert np.mean((top[0] - top[1]) / entropy) == pytest.approx(results["eval.mean.mig.discrete_mig"], abs=1e-4)
+
+    marked = render_report(
+        "r",
+        {},
+        dict(results),
+        blank_figures(tmp_path),
+        stored_matrices(tmp_path),
+        None,
+        {"inactive": [False, True, False]},
+    )
+    assert rendered_matrix(marked, "mutual_info")[0] == ["z0", "z1 (inactive)", "z2"]
+
+    _, _, importance = rendered_matrix(html, "dci_importance")
+    np.testing.assert_allclose(importance, results.arrays["eval.mean.dci.importance"], atol=5e-5)
+    assert list(importance.argmax(axis=1)) == [0, 1, 2]
+    np.testing.assert_allclose(importance.sum(axis=0), 1.0, atol=3e-4)  # GBT importances: columns sum to 1
+
+
+def test_latent_kl_is_the_per_dimension_kl_term():
+    from untwine.viz.latents import latent_kl
+
+    class Fixed(torch.nn.Module):  # mean 1 and log-variance 0 in z0; mean 0, variance e^-2 in z1; the prior in z2
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def encode(self, x):
+            n = len(x)
+            mean = torch.tensor([1.0, 0.0, 0.0]).repeat(n, 1)
+            return mean, torch.tensor([0.0, -2.0, 0.0]).repeat(n, 1)
+
+    kl = latent_kl(Fixed(), torch.zeros(5, 1, 2, 2), batch_size=2)
+    # KL(N(m, s^2) || N(0, 1)) = (m^2 + s^2 - 1 - log s^2) / 2
+    np.testing.assert_allclose(kl, [0.5, (np.exp(-2) - 1 + 2) / 2, 0.0], atol=1e-7)
+
+
+def test_traversal_labels_and_greyed_inactive_rows(model):
+    from untwine.viz.latents import INACTIVE_KL, captured_factors, latent_labels
+
+    mi = np.array([[0.1, 2.0], [1.5, 0.2], [0.0, 0.0]])
+    captures = captured_factors(mi, ["shape", "posX"])
+    assert captures == ["posX", "shape", "shape"]
+    labels, inactive = latent_labels([1.234, 0.5, INACTIVE_KL / 2], captures)
+    assert labels == ["z0: posX (KL 1.23)", "z1: shape (KL 0.50)", "z2: inactive (KL 0.01)"]
+    assert inactive == [False, False, True]
+    assert latent_labels([0.3], None)[0] == ["z0 (KL 0.30)"]
+
+    x = observations()[0]
+    flags = [i in (2, 7) for i in range(10)]
+    plain = traversal_grid(model, x, annotate=False)
+    grey = traversal_grid(model, x, annotate=False, inactive=flags)
+    row = slice(2 * 66, 2 * 66 + 64)
+    expected = (0.3 * plain[row].astype(np.float64) + 0.7 * 255).astype(np.uint8)
+    np.testing.assert_array_equal(grey[row, :64], expected[:, :64])  # row 2 blended 70% towards white
+    np.testing.assert_array_equal(grey[:64], plain[:64])  # row 0 untouched
+    names = [f"z{i}: some factor (KL 1.00)" for i in range(10)]
+    labelled = traversal_grid(model, x, row_labels=names, inactive=flags)
+    assert labelled.shape[1] > traversal_grid(model, x).shape[1]  # the margin widens to fit the labels
+    with pytest.raises(InvalidInputError, match="row labels"):
+        traversal_grid(model, x, row_labels=["z0"])
+
+
+def test_traversal_labels_follow_the_stored_mutual_information(tmp_path, model):
+    from untwine.evaluation.arrays import write_arrays
+    from untwine.viz.report import _figures_current, figure_paths, latents_path
+
+    run = make_run(tmp_path / "run", model)
+    write_figures(run, dataset=tiny_dataset())
+    drawn = json.loads(latents_path(run).read_text())
+    assert drawn["captures"] is None and len(drawn["kl"]) == 10 and len(drawn["inactive"]) == 10
+    assert _figures_current(run, figure_paths(run))
+    mi = np.zeros((10, 2))
+    mi[:5, 1] = 1.0
+    mi[5:, 0] = 1.0
+    write_arrays(run, {"eval.mean.mig.mutual_info": mi}, ("a", "b"))  # an evaluation after the figures
+    assert not _figures_current(run, figure_paths(run))  # the labels are stale: write_report redraws
+    write_figures(run, dataset=tiny_dataset())
+    assert json.loads(latents_path(run).read_text())["captures"] == ["b"] * 5 + ["a"] * 5
+    assert _figures_current(run, figure_paths(run))
+    write_arrays(run, {"eval.mean.mig.mutual_info": mi[:, ::-1]}, ("a", "b"))
+    config = TrainConfig.read(run.config_path).model_dump()
+    TrainConfig(**{**config, "data_dir": str(tmp_path / "nowhere"), "dataset": "cars3d"}).write(run.config_path)
+    text = write_report(run).read_text()  # the data set's files are gone: keep the figures, say so
+    assert "The row labels predate the latest evaluation; redrawing them failed" in text
+
+
+def test_downstream_accuracy_picture(tmp_path):
+    results = {"eval.mean.mig.discrete_mig": 0.2}
+    for size, acc in ((10, 0.3), (100, 0.6)):
+        for k in range(2):
+            results[f"eval.mean.downstream_boosted_trees.{size}:test_accuracy_factor_{k}"] = acc + k / 10
+            results[f"eval.mean.downstream_boosted_trees.{size}:train_accuracy_factor_{k}"] = 1.0
+    html = render_report("r", {"dataset": "dsprites"}, results, blank_figures(tmp_path))
+    downstream = section(html, "downstream")
+    assert downstream.count("<img") == 1 and "Downstream task (boosted trees)" not in downstream  # title in the PNG
+    assert "downstream" not in re.findall(
+        r'<section id="([a-z_]+)">', render_report("r", {}, RESULTS, blank_figures(tmp_path))
+    )

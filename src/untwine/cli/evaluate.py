@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
 from untwine.cli.app import app, console
@@ -24,8 +27,12 @@ def evaluate(
         [], "--option", help="metric.setting=value, e.g. dci.importance=lightgbm (repeatable)"
     ),
     device: str = typer.Option("cpu", help="cpu or cuda"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="print every result key, not only the headline"),
+    as_json: bool = typer.Option(False, "--json", help="write all results to stdout as JSON (nothing else)"),
 ) -> None:
-    """Score a trained run with disentanglement metrics; results go to <run>/results.json."""
+    """Score a trained run with disentanglement metrics; results go to <run>/results.json.
+
+    Prints the headline scores (one row per score; columns mean / sampled representation, trained / untrained)."""
     from untwine.errors import MetricsFailedError
     from untwine.evaluation import evaluate_run, metric_names
     from untwine.evaluation.evaluate import parse_option, scaled_options
@@ -46,19 +53,42 @@ def evaluate(
         except MetricsFailedError as exc:
             results.update(exc.results)
             failures.extend(exc.lines)
-    _print_results(results)
+    _print_results(results, run, verbose=verbose, as_json=as_json)
     if failures:
         raise MetricsFailedError(failures, results)
 
 
-def _print_results(results: dict) -> None:
-    table = Table(title="results")
-    table.add_column("key")
-    table.add_column("value", justify="right")
-    for key, value in sorted(results.items()):
-        if not key.endswith("elapsed_s"):
-            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+def _format(value) -> str:
+    if value is None:
+        return "\u2014"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _print_results(results: dict, run: Path, verbose: bool = False, as_json: bool = False) -> None:
+    """The headline table (untwine.metrics.headline); every key with `verbose`; JSON alone on stdout with `as_json`."""
+    from untwine.metrics.headline import headline_table, used_columns
+
+    if as_json:
+        sys.stdout.write(json.dumps(results, indent=1, sort_keys=True) + "\n")
+        return
+    if verbose:  # one unwrapped line per key, easy to grep
+        width = max((len(key) for key in results), default=0)
+        for key, value in sorted(results.items()):
+            console.print(f"{key:<{width}}  {_format(value)}", soft_wrap=True, highlight=False, markup=False)
+        return
+    rows = headline_table(results)
+    columns = used_columns(rows)
+    table = Table(title=f"headline scores of {run.name}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("score")
+    for network, representation in columns:
+        table.add_column(f"{network}\n{representation}", justify="right")
+    for row in rows:
+        label = f"{row.label} \u2193" if row.headline.better == "lower" else row.label
+        table.add_row(label, *(_format(row.values[c]) for c in columns))
     console.print(table)
+    elapsed = sum(v for k, v in results.items() if k.endswith(".elapsed_s"))
+    console.print(f"\u2193 lower is better; \u2014 not computed at these sample sizes; {elapsed:.0f} s of metrics")
+    console.print(f"all {len(results)} keys: --verbose, --json or {run / 'results.json'}", soft_wrap=True)
 
 
 @app.command()
@@ -66,7 +96,8 @@ def report(
     run: Path = typer.Argument(..., help="run directory"),
     regenerate: bool = typer.Option(False, help="redraw the figures even if they exist"),
 ) -> None:
-    """Write <run>/report.html: config, curves, reconstructions, samples, traversals, metrics."""
+    """Write <run>/report.html: headline scores, which latent captures which factor, traversals, every score,
+    evaluation times, curves, reconstructions, samples, config."""
     from untwine.runs import RunDir
     from untwine.viz.report import write_report
 

@@ -8,6 +8,8 @@ When the protocols would encode more observations than a stored data set holds, 
 per model into a code cache (code_cache.py) that all protocols and both representations gather from.
 As in disentanglement_lib's `dlib_reproduce` (spec §0), every model is evaluated with the same evaluation seeds,
 so the metrics' sampling noise is shared across models (and between a model and its untrained self).
+Matrices behind the scores (`Scores.arrays`, e.g. MIG's mutual-information matrix) come back in the results'
+`.arrays`, keyed `eval.<representation>.<metric>.<name>`; `evaluate_run` stores them under <run>/eval/ (arrays.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from untwine.errors import InvalidInputError, MetricsFailedError, StorageError, 
 from untwine.evaluation.code_cache import CodeCache, planned_encodings, worthwhile
 from untwine.evaluation.representation import REPRESENTATIONS, representation
 from untwine.metrics import NOT_REFERENCE_KEYS, PROTOCOLS, REFERENCE_NAMES
+from untwine.metrics.utils import Scores
 from untwine.selection.label_noise import with_label_noise
 
 DEFAULT_METRICS = ("mig",)
@@ -155,13 +158,14 @@ def evaluate_model(
     code_cache: None (default) encodes every stored image once (a CodeCache) when the requested protocols would
     encode more observations than the data set stores; True always does (for a stored data set), False never;
     a CodeCache built for this model and data set is used as it is. Its build time is `eval.code_cache.elapsed_s`.
+    The returned dict's `.arrays` hold the metrics' matrices: {"eval.<rep>.<metric>.<name>": ndarray}.
     """
     names = metric_names(metrics)
     for rep in representations:
         if rep not in REPRESENTATIONS:
             raise InvalidInputError(f"unknown representation {rep!r}; choose mean or sampled")
     options = options or {}
-    results: dict[str, float] = {}
+    results = Scores()
     cache = code_cache_for(model, dataset, names, representations, options, code_cache)
     if cache is not None and cache is not code_cache:
         results["eval.code_cache.elapsed_s"] = cache.elapsed_s
@@ -175,6 +179,8 @@ def evaluate_model(
             represent = representation(model, rep, noise_gen, cache)
             values = PROTOCOLS[name](represent, data, data_gen, **settings)
             elapsed = time.perf_counter() - start
+            for array_name, array in getattr(values, "arrays", {}).items():
+                results.arrays[f"eval.{rep}.{label}.{array_name}"] = array
             reference = (
                 f"reference.{rep}.{REFERENCE_NAMES[name]}.evaluation_results"
                 if name in REFERENCE_NAMES and label == name
@@ -208,8 +214,10 @@ def evaluate_run(
     the others, and the failures are raised together at the end (MetricsFailedError: one line per failure, with
     the results that were computed). If results.json cannot be written after all (a full disk), the results are
     saved to a file in the temporary directory, which the error names. The code cache (see `evaluate_model`) is
-    built once for all the metrics.
+    built once for all the metrics. The metrics' matrices go to
+    <run>/eval/<trained|untrained>/<representation>/<metric>.npz (`untwine.evaluation.arrays`).
     """
+    from untwine.evaluation.arrays import write_arrays
     from untwine.runs import RunDir
     from untwine.training.trainer import resolve_device
 
@@ -222,6 +230,7 @@ def evaluate_run(
     prefix = "untrained." if untrained else ""
     results: dict[str, float] = {}
     failures: list[str] = []
+    arrays: dict = {}
     with run.lock("evaluating"):
         run.read_results()  # a corrupt results.json is an error before the work, not after it
         model = run.load_model("untrained" if untrained else "final", device=device)
@@ -244,9 +253,12 @@ def evaluate_run(
             if bad:
                 failures.append(f"{prefix}{name}: {bad[0]} is {values[bad[0]]} (not saved)")
                 continue
+            arrays.update(values.arrays)
             values = {f"{prefix}{k}": v for k, v in values.items()}
             _save_results(run, values, results)
             results.update(values)
+        if arrays:
+            write_arrays(run, arrays, dataset.factor_names, "untrained" if untrained else "trained")
     if failures:
         raise MetricsFailedError(failures, results)
     return results

@@ -34,7 +34,7 @@ import torch
 
 from untwine.errors import InvalidInputError
 from untwine.metrics.predictors import check_estimator, fit_boosted_trees, fit_in_parallel, sklearn_seed
-from untwine.metrics.utils import check_classes, check_train_test
+from untwine.metrics.utils import Scores, check_classes, check_train_test
 
 NAME = "dci"
 DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "importance": "gbt", "estimator": "untwine"}  # batch_size: chunks
@@ -160,16 +160,20 @@ def dci(
     n_jobs=None,
     estimator: str = "untwine",
 ) -> dict[str, float]:
-    """Reference DCI on arrays (codes [N, d] floats, factors [N, K] integer indices) -> the four result keys."""
+    """Reference DCI on arrays (codes [N, d] floats, factors [N, K] integer indices) -> the four result keys.
+
+    The result's `.arrays` hold the d x K importance matrix ("importance") and the per-factor accuracies
+    ("accuracy_train", "accuracy_test") the scores are computed from."""
     r, acc_train, acc_test = importance_matrix(
         codes_train, factors_train, codes_test, factors_test, importance, random_state, n_jobs, estimator
     )
-    return {
+    scores = {
         "disentanglement": disentanglement(r),
         "completeness": completeness(r),
         "informativeness_train": float(np.mean(acc_train)),
         "informativeness_test": float(np.mean(acc_test)),
     }
+    return Scores(scores, {"importance": r, "accuracy_train": acc_train, "accuracy_test": acc_test})
 
 
 def evaluate(

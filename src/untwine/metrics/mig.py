@@ -15,6 +15,7 @@ import torch
 
 from untwine.errors import InvalidInputError
 from untwine.metrics.utils import (
+    Scores,
     check_codes,
     check_factors,
     discrete_entropy,
@@ -27,7 +28,10 @@ DEFAULTS = {"num_train": 10_000, "num_bins": 20}  # reference batch_size 16 only
 
 
 def mig(codes, factors, num_bins: int = 20) -> dict[str, float]:
-    """Reference MIG on arrays: codes [N, d] floats, factors [N, K] integer indices -> {"discrete_mig": ...}."""
+    """Reference MIG on arrays: codes [N, d] floats, factors [N, K] integer indices -> {"discrete_mig": ...}.
+
+    The result's `.arrays` hold the d x K matrix it is computed from ("mutual_info", nats) and the factors'
+    entropies ("factor_entropy", nats): MIG = mean_k (top1 - top2 of column k) / factor_entropy[k]."""
     codes = check_codes(codes)
     factors = check_factors(factors, codes.shape[0])
     if codes.shape[1] < 2:
@@ -42,7 +46,7 @@ def mig(codes, factors, num_bins: int = 20) -> dict[str, float]:
     m = discrete_mutual_info(histogram_discretize(codes, num_bins), factors)
     top = np.sort(m, axis=0)[::-1]
     gaps = (top[0] - top[1]) / entropy
-    return {"discrete_mig": float(np.mean(gaps))}
+    return Scores({"discrete_mig": float(np.mean(gaps))}, {"mutual_info": m, "factor_entropy": entropy})
 
 
 def evaluate(

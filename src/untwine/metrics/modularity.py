@@ -28,7 +28,7 @@ import torch
 
 from untwine.errors import InvalidInputError
 from untwine.metrics.predictors import fit_quietly, logistic_regression, sklearn_seed
-from untwine.metrics.utils import check_classes, check_train_test, discrete_mutual_info, histogram_discretize
+from untwine.metrics.utils import Scores, check_classes, check_train_test, discrete_mutual_info, histogram_discretize
 
 NAME = "modularity_explicitness"
 DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "num_bins": 20}
@@ -100,7 +100,10 @@ def modularity_explicitness(
     logistic: str = "liblinear_ovr",
     random_state=None,
 ) -> dict[str, float]:
-    """Reference modularity and explicitness on arrays (codes [N, d] floats, factors [N, K] integer indices)."""
+    """Reference modularity and explicitness on arrays (codes [N, d] floats, factors [N, K] integer indices).
+
+    The result's `.arrays` hold the training set's d x K mutual-information matrix ("mutual_info", nats) that
+    modularity is computed from."""
     codes_train, factors_train, codes_test, factors_test = check_train_test(
         codes_train, factors_train, codes_test, factors_test
     )
@@ -113,11 +116,12 @@ def modularity_explicitness(
             for k in range(factors_train.shape[1])
         ]
     )
-    return {
+    scores = {
         "modularity_score": modularity(mi),
         "explicitness_score_train": float(np.mean(aucs[:, 0])),
         "explicitness_score_test": float(np.mean(aucs[:, 1])),
     }
+    return Scores(scores, {"mutual_info": mi})
 
 
 def evaluate(

@@ -128,3 +128,16 @@ def check_classes(factors_train: np.ndarray, name: str = "factors_train") -> Non
         raise InvalidInputError(
             f"{name} column(s) {single} take a single value in this sample; a classifier needs at least two classes"
         )
+
+
+class Scores(dict):
+    """A metric's scalar results (key -> float, keyed as the reference) that also carries, in `.arrays`, the
+    non-scalar quantities they were computed from (e.g. MIG's code x factor mutual-information matrix).
+
+    It is a plain dict to every reader of scores; `evaluate_run` stores the arrays beside results.json
+    (`<run>/eval/<network>/<representation>/<metric>.npz`), never in it.
+    """
+
+    def __init__(self, values=(), arrays: dict | None = None):
+        super().__init__(values)
+        self.arrays = {k: np.asarray(v) for k, v in (arrays or {}).items()}

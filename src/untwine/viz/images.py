@@ -182,13 +182,15 @@ def traversal_grid(
     values: Sequence[float] | None = None,
     pad: int = 2,
     annotate: bool = True,
+    row_labels: Sequence[str] | None = None,
+    inactive: Sequence[bool] | None = None,
 ) -> np.ndarray:
     """Latent traversals around one image: row i varies latent dimension i, column j sets it to values[j].
 
     The base code is the encoder mean of `observation`; the dimension's value is *replaced* by values[j]
     (absolute, not an offset), with values = linspace(-1, 1, 11) by default (spec §8.1; the reference puts
-    dimensions in columns, we put them in rows). With `annotate`, rows are labelled z0, z1, ... and columns
-    with their values.
+    dimensions in columns, we put them in rows). With `annotate`, rows are labelled (`row_labels`, by default z0,
+    z1, ...) and columns with their values; rows flagged in `inactive` are greyed (blended 70% towards white).
     """
     values_t = torch.linspace(-1.0, 1.0, 11) if values is None else torch.as_tensor(values, dtype=torch.float32)
     base = encode_means(model, observation)[0]
@@ -197,11 +199,26 @@ def traversal_grid(
     dims = torch.arange(d)
     codes[dims, :, dims] = values_t.to(base.device)
     images = to_uint8(decode_images(model, codes.reshape(d * v, d)))
+    if inactive is not None:
+        images = images.reshape(d, v, *images.shape[1:]).copy()
+        grey = np.asarray(inactive, dtype=bool)
+        images[grey] = (0.3 * images[grey] + 0.7 * WHITE).astype(np.uint8)
+        images = images.reshape(d * v, *images.shape[2:])
     grid = tile(images, d, v, pad=pad)
     if not annotate:
         return grid
     cell_h, cell_w = images.shape[1] + pad, images.shape[2] + pad
-    return _annotate(grid, [f"z{i}" for i in range(d)], [_format_value(float(x)) for x in values_t], cell_h, cell_w)
+    labels = list(row_labels) if row_labels is not None else [f"z{i}" for i in range(d)]
+    if len(labels) != d:
+        raise InvalidInputError(f"{len(labels)} row labels for {d} latent dimensions")
+    return _annotate(
+        grid,
+        labels,
+        [_format_value(float(x)) for x in values_t],
+        cell_h,
+        cell_w,
+        muted=list(inactive) if inactive is not None else [],
+    )
 
 
 def _annotate(
@@ -212,14 +229,18 @@ def _annotate(
     cell_w: int,
     left: int = 36,
     top: int = 18,
+    muted: Sequence[bool] = (),
 ) -> np.ndarray:
-    """Add a white margin with row labels on the left and column labels on top."""
+    """Add a white margin with row labels on the left (widened to fit them; `muted` rows in light grey) and
+    column labels on top."""
+    font = ImageFont.load_default(size=12)
+    left = max(left, 12 + math.ceil(max((font.getlength(label) for label in row_labels), default=0)))
     canvas = Image.new("RGB", (grid.shape[1] + left, grid.shape[0] + top), (WHITE, WHITE, WHITE))
     canvas.paste(Image.fromarray(grid), (left, top))
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=12)
     for i, label in enumerate(row_labels):
-        draw.text((left - 6, top + i * cell_h + (cell_h - 2) // 2), label, fill=(40, 40, 40), font=font, anchor="rm")
+        colour = (170, 170, 170) if i < len(muted) and muted[i] else (40, 40, 40)
+        draw.text((left - 6, top + i * cell_h + (cell_h - 2) // 2), label, fill=colour, font=font, anchor="rm")
     for j, label in enumerate(col_labels):
         draw.text((left + j * cell_w + (cell_w - 2) // 2, top - 4), label, fill=(40, 40, 40), font=font, anchor="ms")
     return np.asarray(canvas)
