@@ -1,6 +1,6 @@
 """The `untwine` command line: a thin skin over the library (parse, call, print).
 
-One module per command group: `train` (train, demo), `evaluate` (evaluate, report), `datasets`.
+One module per command group: `train` (train, demo), `evaluate` (evaluate, report), `datasets`, `study`.
 Every error a user can cause (a bad argument, a missing file, a diverged run) prints one line and exits 2.
 """
 
@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from untwine.cli import datasets, evaluate, train  # noqa: F401  (each registers its commands on `app`)
+from untwine.cli import datasets, evaluate, study, train  # noqa: F401  (each registers its commands on `app`)
 from untwine.cli.app import app
 from untwine.errors import UntwineError
 
