@@ -9,7 +9,6 @@ from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from untwine.cli.app import app, console
 from untwine.cli.common import numbers
@@ -77,9 +76,9 @@ class _Console:
             elapsed = [v for k, v in results.items() if k.startswith("eval.") and k.endswith(".elapsed_s")]
             evaluate = sum(v for v in elapsed if _number(v))
             timing += f", eval {evaluate:.0f} s" if elapsed else ""
-            console.print(f"{head}: done  {scores}  ({timing})")
+            console.print(f"{head}: done  {scores}  ({timing})", soft_wrap=True)
         else:
-            console.print(f"{head}: [red]failed[/red]: {reason}")
+            console.print(f"{head}: [red]failed[/red]: {reason}", soft_wrap=True)
 
     def message(self, text: str) -> None:
         console.print(text)
@@ -236,7 +235,8 @@ def status(
     counts = info["counts"]
     console.print(
         f"study {info['name']} ({info['kind']}) in {info['study']}: {info['models']} models: {counts['done']} done, "
-        f"{counts['running']} running, {counts['failed']} failed, {counts['pending']} pending"
+        f"{counts['running']} running, {counts['failed']} failed, {counts['pending']} pending",
+        soft_wrap=True,
     )
     if info["driver_pid"] is not None:
         eta = f"; about {_duration(info['eta_s'])} left" if info["eta_s"] is not None else ""
@@ -246,9 +246,18 @@ def status(
     if info["mean_model_s"] is not None:
         console.print(f"a model takes {_duration(info['mean_model_s'])} on average (training + evaluation)")
     for failure in info["failed"][:20]:
-        console.print(f"failed {failure['model_id']} {failure['model']}: {failure['reason']}")
+        console.print(f"failed {failure['model_id']} {failure['model']}: {failure['reason']}", soft_wrap=True)
     if len(info["failed"]) > 20:
         console.print(f"... and {len(info['failed']) - 20} more failed (see --json)")
+
+
+@study_app.command("analyze")
+def analyze(study_dir: Path = typer.Argument(..., help="study directory")) -> None:
+    """The papers' analyses of the study: S/report.html (self-contained), S/figures/*.png, S/tables/*.csv."""
+    from untwine.viz.study_report import write_study_report
+
+    path = write_study_report(study_dir)
+    console.print(f"report: {path.resolve()}")
 
 
 @study_app.command("export")
@@ -282,18 +291,11 @@ def presets() -> None:
     """The study presets and their sizes."""
     from untwine.study.grid import PRESETS
 
-    table = Table(title="study presets")
-    for column in ("name", "models", "data sets", "methods x values", "seeds", "steps", "metrics", "points"):
-        table.add_column(column)
     for grid in PRESETS.values():
-        table.add_row(
-            grid.name,
-            str(grid.num_models),
-            ", ".join(grid.datasets),
-            " + ".join(f"{s.method} {len(s.values)}" for s in grid.sweeps),
-            str(grid.num_seeds),
-            str(grid.steps),
-            ", ".join(grid.metrics),
-            str(grid.num_points or "reference"),
+        sweeps = ", ".join(f"{s.method} {s.hyperparameter} {'/'.join(f'{v:g}' for v in s.values)}" for s in grid.sweeps)
+        console.print(
+            f"[bold]{grid.name}[/bold]: {grid.num_models} models = {len(grid.datasets)} data sets "
+            f"({', '.join(grid.datasets)}) x [{sweeps}] x {grid.num_seeds} seeds; {grid.steps} steps; metrics "
+            f"{', '.join(grid.metrics)} on {grid.num_points or 'the reference numbers of'} points. {grid.description}",
+            soft_wrap=True,
         )
-    console.print(table)

@@ -351,7 +351,7 @@ def _read_dislib(path: Path):
     import pandas as pd
 
     try:  # as load_aggregated_json_results, but without pandas' guessing of dates and types
-        frame = pd.read_json(path, orient="columns", convert_dates=False, dtype=False)
+        frame = pd.read_json(path, orient="columns", dtype=False)
     except ValueError as exc:
         raise InvalidInputError(f"cannot read {path} as disentanglement_lib's aggregated JSON: {exc}") from None
     if "train_config.model.name" not in frame.columns:

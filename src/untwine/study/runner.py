@@ -117,6 +117,7 @@ def tune_trial(config: dict) -> None:
         config["study_dir"],
         report=lambda payload: tune.report({"payload": json.dumps(payload)}),
         device="cuda" if config["gpus"] > 0 else "cpu",
+        fault=config.get("fault"),
     )
 
 
@@ -176,6 +177,9 @@ def ray_session(
     start = time.perf_counter()
     import ray
 
+    if ray.is_initialized():  # a session the caller started (tests, notebooks): use it, leave it running
+        yield 0.0
+        return
     log = _LogFile(log_path)
     handler = logging.StreamHandler(log)
     ray_logger = logging.getLogger("ray")
@@ -427,6 +431,7 @@ def _fit(units: list[dict], evaluation: dict, study: StudyDir, driver: _Driver, 
     callback, stopper, key = _callbacks(driver)
     resources = {"cpu": opts["cpus_per_trial"], "gpu": opts["gpus_per_trial"]}
     temp = Path(opts["temp_dir"]) if opts["temp_dir"] else DEFAULT_TEMP_DIR
+    tuner_name = f"{study.path.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     tuner = tune.Tuner(
         tune.with_resources(tune_trial, resources),
         param_space={
@@ -435,6 +440,7 @@ def _fit(units: list[dict], evaluation: dict, study: StudyDir, driver: _Driver, 
             "study_dir": str(study.path.resolve()),
             "cpus": opts["cpus_per_trial"],
             "gpus": opts["gpus_per_trial"],
+            "fault": os.environ.get(FAULT_ENV) or None,
         },
         tune_config=tune.TuneConfig(
             reuse_actors=True,
@@ -442,7 +448,7 @@ def _fit(units: list[dict], evaluation: dict, study: StudyDir, driver: _Driver, 
             trial_dirname_creator=lambda trial: f"trial-{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name=f"{study.path.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            name=tuner_name,
             storage_path=str((temp / "tune").resolve()),
             verbose=0,
             callbacks=[callback],
@@ -454,3 +460,4 @@ def _fit(units: list[dict], evaluation: dict, study: StudyDir, driver: _Driver, 
         tuner.fit()
     finally:
         _DRIVERS.pop(key, None)
+        shutil.rmtree(temp / "tune" / tuner_name, ignore_errors=True)  # Tune's state: nothing the study needs

@@ -26,12 +26,20 @@ from untwine.errors import InvalidInputError, TrainingDivergedError, UntwineErro
 from untwine.runs import RunDir
 from untwine.training.checkpoint import read_state
 
-FAULT_ENV = "UNTWINE_STUDY_FAULT"  # test hook: "worker_kill_at_step=N" kills the trial's process once
+# Test hook, read by the driver and handed to every trial: "worker_kill_at_step=N" kills a trial's process (SIGKILL)
+# the first time one of its models reaches step N; "driver_kill_before_store=N" / "driver_kill_after_store=N" kill
+# the driver around storing its N-th model.
+FAULT_ENV = "UNTWINE_STUDY_FAULT"
 ABORT_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
-def is_trained(run: RunDir) -> bool:
-    return (run.checkpoints.final / "state.json").exists()
+def is_trained(run: RunDir, steps: int) -> bool:
+    """Whether the run holds a final checkpoint of at least `steps` steps."""
+    final = run.checkpoints.final
+    try:
+        return (final / "state.json").exists() and int(read_state(final)["step"]) >= steps
+    except UntwineError:
+        return False
 
 
 def latest_step(run: RunDir) -> int:
@@ -67,10 +75,9 @@ def _aborts(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in ABORT_ERRNOS
 
 
-def _fault_hook(run: RunDir) -> Callable | None:
+def _fault_hook(run: RunDir, fault: str | None) -> Callable | None:
     """The test hook of `FAULT_ENV`: kill this process (SIGKILL) the first time training reaches step N."""
-    fault = os.environ.get(FAULT_ENV, "")
-    if not fault.startswith("worker_kill_at_step="):
+    if not fault or not fault.startswith("worker_kill_at_step="):
         return None
     at = int(fault.split("=", 1)[1])
     marker = run.path / ".fault-worker-killed"
@@ -83,28 +90,28 @@ def _fault_hook(run: RunDir) -> Callable | None:
     return hook
 
 
-def train_unit(members: list[tuple[TrainConfig, RunDir]]) -> tuple[dict[str, str], float]:
+def train_unit(members: list[tuple[TrainConfig, RunDir]], fault: str | None = None) -> tuple[dict[str, str], float]:
     """Train the members that are not trained yet (as one stack when there are several, else with Trainer);
     returns ({run path: failure reason} for members that failed, wall seconds)."""
     from untwine.training.stack_trainer import StackTrainer
     from untwine.training.trainer import Trainer
 
-    todo = [(c, r) for c, r in members if not is_trained(r)]
+    todo = [(c, r) for c, r in members if not is_trained(r, c.steps)]
     failures: dict[str, str] = {}
     start = time.perf_counter()
     if len(todo) > 1:
         runs = [r for _, r in todo]
         try:
-            trainer = StackTrainer([c for c, _ in todo], runs, progress=_fault_hook(runs[0]))
+            trainer = StackTrainer([c for c, _ in todo], runs, progress=_fault_hook(runs[0], fault))
             trainer.train(resume=any(r.exists() for r in runs))
             todo = []
         except (InvalidInputError, TrainingDivergedError):
             pass  # members at different steps, or one diverged: train them one by one below
     for config, run in todo:
-        if is_trained(run):
+        if is_trained(run, config.steps):
             continue
         try:
-            Trainer(config, run, progress=_fault_hook(run)).train(resume=run.exists() or latest_step(run) > 0)
+            Trainer(config, run, progress=_fault_hook(run, fault)).train(resume=run.exists() or latest_step(run) > 0)
         except Exception as exc:
             if _aborts(exc):
                 raise
@@ -129,6 +136,7 @@ def run_unit(
     study_dir: str | Path,
     report: Callable[[dict], None],
     device: str = "cpu",
+    fault: str | None = None,
 ) -> None:
     """Train and evaluate the models of `unit` ({"models": [{"model_id", "config", "run_dir"}, ...]}, run_dir
     relative to `study_dir`) and `report` each one as it finishes."""
@@ -136,9 +144,9 @@ def run_unit(
     for model in unit["models"]:
         run = RunDir(Path(study_dir) / model["run_dir"])
         config = TrainConfig.build(**{**model["config"], "device": device})
-        members.append((model["model_id"], config, run, latest_step(run) if not is_trained(run) else None))
+        members.append((model["model_id"], config, run, None if is_trained(run, config.steps) else latest_step(run)))
     try:
-        failures, train_s = train_unit([(c, r) for _, c, r, _ in members])
+        failures, train_s = train_unit([(c, r) for _, c, r, _ in members], fault)
     except Exception as exc:
         if not _aborts(exc):
             raise
