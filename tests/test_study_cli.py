@@ -42,7 +42,7 @@ def snapshot(path):
         (["--preset", "study_v9"], "unknown preset 'study_v9'"),
         (["--preset", "cpu_study", "--methods", "vae_x"], "cpu_study has no method 'vae_x'"),
         (["--preset", "cpu_study", "--metrics", "mig,nope"], "unknown metric 'nope'"),
-        (["--preset", "cpu_study", "--seeds", "0-7"], "cpu_study has no seed 3"),
+        (["--preset", "cpu_study", "--seeds", "0-7"], "cpu_study has no seed 5"),
         (["--preset", "cpu_study", "--datasets", "cars3d"], "cpu_study has no data set 'cars3d'"),
         (["--preset", "cpu_study", "--value-indices", "3"], "has no value index 3"),
         (["--preset", "cpu_study", "--set", "colour=red"], "--set colour: not a TrainConfig field"),
@@ -189,4 +189,4 @@ def test_presets_lists_the_presets(capsys):
     code, out, _ = run_cli(["study", "presets"], capsys)
     assert code == 0
     assert "unsupervised_study_v1: 12600 models = 7 data sets" in out
-    assert "cpu_study: 108 models = 2 data sets" in out
+    assert "cpu_study: 180 models (72 with the default seeds 0, 1) = 2 data sets" in out

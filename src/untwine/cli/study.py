@@ -105,6 +105,9 @@ def run(
         [], "--set", help="KEY=VALUE: a TrainConfig value for every model (preset only; repeatable)"
     ),
     metrics: Optional[str] = typer.Option(None, help="metrics (comma-separated) or all; default: the study's"),
+    sampled_metrics: Optional[str] = typer.Option(
+        None, help="the metrics also run on the sampled representation (default: all of them)"
+    ),
     num_points: Optional[int] = typer.Option(None, help="shrink every metric's sample sizes to this"),
     option: list[str] = typer.Option([], "--option", help="metric.setting=value (repeatable)"),
     address: Optional[str] = typer.Option(None, help="an existing Ray cluster: HOST:PORT or auto (default: local)"),
@@ -133,6 +136,7 @@ def run(
         metrics=metrics,
         num_points=num_points,
         options=option or None,
+        sampled_metrics=sampled_metrics,
     )
     if preset is not None:
         settings = parse_settings(setting, "--set")
@@ -293,9 +297,14 @@ def presets() -> None:
 
     for grid in PRESETS.values():
         sweeps = ", ".join(f"{s.method} {s.hyperparameter} {'/'.join(f'{v:g}' for v in s.values)}" for s in grid.sweeps)
+        default = ""
+        if grid.default_seeds is not None:
+            count = grid.num_models // grid.num_seeds * len(grid.default_seeds)
+            default = f" ({count} with the default seeds {', '.join(map(str, grid.default_seeds))})"
         console.print(
-            f"[bold]{grid.name}[/bold]: {grid.num_models} models = {len(grid.datasets)} data sets "
+            f"{grid.name}: {grid.num_models} models{default} = {len(grid.datasets)} data sets "
             f"({', '.join(grid.datasets)}) x [{sweeps}] x {grid.num_seeds} seeds; {grid.steps} steps; metrics "
             f"{', '.join(grid.metrics)} on {grid.num_points or 'the reference numbers of'} points. {grid.description}",
             soft_wrap=True,
+            markup=False,
         )

@@ -97,10 +97,15 @@ class StudyDefinition:
 
 
 def evaluation_settings(
-    metrics, num_points: int | None, options: list[str] | dict | None = None, representations=REPRESENTATIONS
+    metrics,
+    num_points: int | None,
+    options: list[str] | dict | None = None,
+    representations=REPRESENTATIONS,
+    sampled_metrics=None,
 ) -> dict:
-    """The evaluation every model of a study gets: metric names, representations, and per-metric options (the
-    `num_points` scaling of `evaluate.scaled_options` with explicit `metric.setting=value` options on top)."""
+    """The evaluation every model of a study gets: metric names, representations, the metrics of each
+    representation (`sampled_metrics`: those also run on the sampled representation; default all), and per-metric
+    options (the `num_points` scaling of `evaluate.scaled_options` with explicit options on top)."""
     names = metric_names(metrics)
     if not names:
         raise InvalidInputError("a study needs at least one metric")
@@ -108,6 +113,15 @@ def evaluation_settings(
     for rep in reps:
         if rep not in REPRESENTATIONS:
             raise InvalidInputError(f"unknown representation {rep!r}; choose mean or sampled")
+    per_rep = {rep: list(names) for rep in reps}
+    if sampled_metrics is not None and "sampled" in per_rep:
+        sampled = metric_names(sampled_metrics)
+        extra = [m for m in sampled if m not in names]
+        if extra:
+            raise InvalidInputError(
+                f"sampled metric {extra[0]!r} is not among the study's metrics ({', '.join(names)})"
+            )
+        per_rep["sampled"] = [m for m in names if m in sampled]
     resolved: dict[str, dict] = {name: scaled_options(name, num_points) for name in names} if num_points else {}
     if isinstance(options, dict):
         for metric, settings in options.items():
@@ -119,7 +133,13 @@ def evaluation_settings(
             metric, key, value = parse_option(text, names)
             resolved.setdefault(metric, {})[key] = value
     resolved = {k: {s: list(v) if isinstance(v, tuple) else v for s, v in opts.items()} for k, opts in resolved.items()}
-    return {"metrics": names, "representations": reps, "num_points": num_points, "options": resolved}
+    return {
+        "metrics": names,
+        "representations": reps,
+        "per_representation": per_rep,
+        "num_points": num_points,
+        "options": resolved,
+    }
 
 
 def _apply_settings(values: dict, settings: dict) -> dict:
@@ -164,12 +184,15 @@ def preset_study(
     num_points: int | None = None,
     options: list[str] | dict | None = None,
     representations=REPRESENTATIONS,
+    sampled_metrics=None,
 ) -> StudyDefinition:
     """The models of preset `preset` that pass the filters, with its evaluation (metrics / num_points / options
     override the preset's; `steps` and `settings` override TrainConfig values of every model)."""
     grid = grids.get_preset(preset)
     datasets = [grids.grid_dataset(grid, d) for d in datasets] if datasets is not None else list(grid.datasets)
     sweeps = [grid.sweep(m) for m in methods] if methods is not None else list(grid.sweeps)
+    if seeds is None and grid.default_seeds is not None:
+        seeds = list(grid.default_seeds)
     seed_list = _choose(seeds, list(range(grid.num_seeds)), "seed", grid.name)
     overrides = {**({"steps": steps} if steps is not None else {}), **(settings or {})}
     _check_settings(overrides, [s.method for s in sweeps])
@@ -190,6 +213,7 @@ def preset_study(
         num_points if num_points is not None else grid.num_points,
         options if options is not None else {m: dict(o) for m, o in grid.options.items()},
         representations,
+        sampled_metrics if sampled_metrics is not None else grid.sampled_metrics,
     )
     spec = {"preset": grid.name, "overrides": overrides}
     return StudyDefinition("preset", grid.name, models, evaluation, spec)
@@ -204,11 +228,12 @@ def toml_study(
     metrics=None,
     num_points: int | None = None,
     options: list[str] | None = None,
+    sampled_metrics=None,
 ) -> StudyDefinition:
     """The models of a TOML grid (`grid.read_grid_toml`) that pass the filters; ids are config hashes."""
     study, grid_models = grids.read_grid_toml(path)
     name = str(study.get("name", Path(path).stem))
-    known = {"name", "metrics", "num_points", "representations", "options"}
+    known = {"name", "metrics", "sampled_metrics", "num_points", "representations", "options"}
     unknown = sorted(set(study) - known)
     if unknown:
         raise InvalidInputError(f"{path}: [study] has unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
@@ -217,6 +242,7 @@ def toml_study(
         num_points if num_points is not None else study.get("num_points"),
         options if options is not None else study.get("options"),
         study.get("representations", REPRESENTATIONS),
+        sampled_metrics if sampled_metrics is not None else study.get("sampled_metrics"),
     )
     present = {
         "dataset": sorted({m.config.dataset for m in grid_models}),

@@ -57,8 +57,10 @@ def missing_evaluations(results: dict, evaluation: dict) -> dict[str, list[str]]
     """representation -> the requested metrics results.json does not hold yet (`eval.<rep>.<metric>.elapsed_s`
     marks a finished evaluation: evaluate_run writes all of a call's keys at once)."""
     missing = {}
+    per_rep = evaluation.get("per_representation") or {}
     for rep in evaluation["representations"]:
-        names = [m for m in evaluation["metrics"] if f"eval.{rep}.{m}.elapsed_s" not in results]
+        wanted = per_rep.get(rep, evaluation["metrics"])
+        names = [m for m in wanted if f"eval.{rep}.{m}.elapsed_s" not in results]
         if names:
             missing[rep] = names
     return missing
