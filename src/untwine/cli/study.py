@@ -145,10 +145,10 @@ def run(
         if steps is not None or setting:
             raise typer.BadParameter("--steps and --set belong in the TOML grid with --config")
         definition = toml_study(config_file, **filters)
-    evaluation = definition.evaluation
+    per_rep = definition.evaluation["per_representation"]
+    scored = "; ".join(f"{rep}: {', '.join(names)}" for rep, names in per_rep.items())
     console.print(
-        f"study {definition.name}: {len(definition.models)} models, metrics {', '.join(evaluation['metrics'])}"
-        f" on {' and '.join(evaluation['representations'])} -> {out}"
+        f"study {definition.name}: {len(definition.models)} models -> {out} (metrics {scored})", soft_wrap=True
     )
     events = _Console()
     try:

@@ -142,6 +142,23 @@ def evaluation_settings(
     }
 
 
+def _with_preset_options(grid, metrics, options: list[str] | dict | None) -> list[str]:
+    """The preset's per-metric options (for the metrics evaluated) with the asked ones on top, as option texts."""
+    names = metric_names(metrics if metrics is not None else grid.metrics)
+    texts = [f"{m}.{k}={v}" for m, settings in grid.options.items() if m in names for k, v in settings.items()]
+    if isinstance(options, dict):
+        options = [f"{m}.{k}={v}" for m, settings in options.items() for k, v in settings.items()]
+    return texts + list(options or [])
+
+
+def _preset_sampled(grid, metrics) -> list[str] | None:
+    """The preset's metrics of the sampled representation, among the metrics evaluated."""
+    if grid.sampled_metrics is None:
+        return None
+    names = metric_names(metrics if metrics is not None else grid.metrics)
+    return [m for m in grid.sampled_metrics if m in names]
+
+
 def _apply_settings(values: dict, settings: dict) -> dict:
     """`settings` on top of one model's values; a method hyperparameter only where the model's method has it."""
     hyper = {h for hs in METHOD_HYPERPARAMETERS.values() for h in hs}
@@ -211,9 +228,9 @@ def preset_study(
     evaluation = evaluation_settings(
         metrics if metrics is not None else grid.metrics,
         num_points if num_points is not None else grid.num_points,
-        options if options is not None else {m: dict(o) for m, o in grid.options.items()},
+        _with_preset_options(grid, metrics, options),
         representations,
-        sampled_metrics if sampled_metrics is not None else grid.sampled_metrics,
+        sampled_metrics if sampled_metrics is not None else _preset_sampled(grid, metrics),
     )
     spec = {"preset": grid.name, "overrides": overrides}
     return StudyDefinition("preset", grid.name, models, evaluation, spec)
