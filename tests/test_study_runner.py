@@ -236,3 +236,41 @@ def test_driver_killed_and_rerun_loses_nothing_and_duplicates_nothing(tmp_path):
     assert keys[0] == keys[1]  # no key stored twice
     after = {m: (out / "runs" / m / "checkpoints/final/state.json").stat().st_mtime_ns for m in finished_on_disk}
     assert after == before  # models finished before the kill were collected, not retrained
+
+
+@pytest.mark.slow
+def test_a_study_runs_on_an_existing_cluster_given_by_address(tmp_path):
+    """A Ray head in another process (killed by pid afterwards); the study joins it with --address."""
+    head = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import ray, sys, time; ray.init(num_cpus=2, include_dashboard=False, _temp_dir=sys.argv[1]); "
+            "print(ray.get_runtime_context().gcs_address, flush=True); time.sleep(600)",
+            tempfile.mkdtemp(prefix="urh-", dir="/tmp"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+    )
+    try:
+        address = head.stdout.readline().strip()
+        write_toml(tmp_path / "g.toml", TOML)
+        env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1] / "src"), env.get("PYTHONPATH", "")])
+        args = [sys.executable, "-m", "untwine.cli", "study", "run", "--out", str(tmp_path / "s"), "--config"]
+        done = subprocess.run(
+            [*args, str(tmp_path / "g.toml"), "--address", address],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "Ray start-up" in done.stdout
+        with ResultStore(tmp_path / "s" / "study.sqlite") as store:
+            assert store.counts()["done"] == 4
+    finally:
+        head.kill()
+        head.wait()

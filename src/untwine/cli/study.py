@@ -124,7 +124,7 @@ def run(
     """Train and evaluate every model of a study that is not done yet; rerun the same command to resume."""
     from untwine.config import parse_settings
     from untwine.study.definition import preset_study, toml_study
-    from untwine.study.runner import run_study
+    from untwine.study.runner import RunOptions, run_study
 
     if (preset is None) == (config_file is None):
         raise typer.BadParameter("give exactly one of --preset and --config")
@@ -155,15 +155,17 @@ def run(
         summary = run_study(
             definition,
             out,
-            address=address,
-            cpus_per_trial=cpus_per_trial,
-            gpus_per_trial=gpus_per_trial,
-            num_cpus=cpus,
-            max_failures=max_failures,
-            stack_size=stack_size,
-            retry_failed=retry_failed,
-            temp_dir=ray_temp_dir,
-            events=events,
+            RunOptions(
+                address=address,
+                cpus_per_trial=cpus_per_trial,
+                gpus_per_trial=gpus_per_trial,
+                num_cpus=cpus,
+                max_failures=max_failures,
+                stack_size=stack_size,
+                retry_failed=retry_failed,
+                temp_dir=ray_temp_dir,
+            ),
+            events,
         )
     finally:
         events.stopped()

@@ -81,8 +81,6 @@ def plan_units(models: list[dict], stack_size: int = 1) -> list[dict]:
     hyperparameters (never FactorVAE); with stack_size 1, one model per trial."""
     from untwine.config import HYPERPARAMETERS
 
-    if stack_size < 1:
-        raise InvalidInputError(f"stack size must be at least 1, got {stack_size}")
     groups: dict[str, list[dict]] = {}
     for model in models:
         config = json.loads(model["config"])
@@ -165,30 +163,62 @@ class _LogFile(io.TextIOBase):
         self.file.close()
 
 
+def _cluster_auth() -> None:
+    """Ray >= 2.5x clusters started with token authentication: a driver joining one needs RAY_AUTH_MODE=token to
+    present its token (~/.ray/auth_token, or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH). Set it when a token exists and
+    the user has not chosen a mode."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if (
+        os.environ.get("RAY_AUTH_TOKEN")
+        or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or (Path.home() / ".ray" / "auth_token").exists()
+    ):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+@contextmanager
+def _quiet(log_path: Path) -> Iterator[None]:
+    """Send the driver's stderr (Python's and file descriptor 2, where Ray's C++ core writes) and the `ray`
+    loggers to the study's log file for the length of the block."""
+    log = _LogFile(log_path)
+    ray_logger = logging.getLogger("ray")
+    saved = (sys.stderr, ray_logger.handlers[:], ray_logger.propagate, ray_logger.level)
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    os.dup2(log.file.fileno(), 2)
+    sys.stderr = log
+    ray_logger.handlers[:] = [logging.StreamHandler(log)]
+    ray_logger.propagate = False
+    ray_logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        sys.stderr, ray_logger.handlers[:], ray_logger.propagate, level = saved
+        ray_logger.setLevel(level)
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        log.close()
+
+
 @contextmanager
 def ray_session(
     address: str | None, num_cpus: int | None, temp_dir: str | Path | None, log_path: Path
 ) -> Iterator[float]:
-    """Ray for the length of the block (started locally unless `address` is given); yields the start-up seconds."""
+    """Ray for the length of the block (started locally unless `address` is given); yields the start-up seconds.
+    A Ray the caller started already (tests, notebooks) is used as it is and left running."""
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
     if address:
         check_address(address)
+        _cluster_auth()
     start = time.perf_counter()
     import ray
 
-    if ray.is_initialized():  # a session the caller started (tests, notebooks): use it, leave it running
+    if ray.is_initialized():
         yield 0.0
         return
-    log = _LogFile(log_path)
-    handler = logging.StreamHandler(log)
-    ray_logger = logging.getLogger("ray")
-    saved = (sys.stderr, ray_logger.handlers[:], ray_logger.propagate, ray_logger.level)
-    sys.stderr = log
-    ray_logger.handlers[:] = [handler]
-    ray_logger.propagate = False
-    ray_logger.setLevel(logging.INFO)
-    try:
+    with _quiet(log_path):
         try:
             if address:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -209,10 +239,6 @@ def ray_session(
             yield time.perf_counter() - start
         finally:
             ray.shutdown()
-    finally:
-        sys.stderr, ray_logger.handlers[:], ray_logger.propagate, _ = saved
-        ray_logger.setLevel(saved[3])
-        log.close()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -336,54 +362,64 @@ def check_free_space(path: Path, needed: int = MIN_FREE_BYTES) -> None:
         )
 
 
+@dataclass
+class RunOptions:
+    """How a study runs (what it is, is the StudyDefinition)."""
+
+    address: str | None = None  # an existing Ray cluster (HOST:PORT, ray://HOST:PORT or auto); None: local Ray
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    num_cpus: int | None = None  # CPUs of the local Ray (None: all cores)
+    max_failures: int = 2  # retries of a trial whose worker died
+    stack_size: int = 1
+    retry_failed: bool = False
+    temp_dir: str | Path | None = None  # Ray's temporary files (None: DEFAULT_TEMP_DIR)
+
+    def __post_init__(self):
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise InvalidInputError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+        if self.max_failures < 0:
+            raise InvalidInputError("--max-failures must be >= 0")
+        if self.stack_size < 1:
+            raise InvalidInputError("--stack-size must be at least 1")
+
+    @property
+    def temp(self) -> Path:
+        return Path(self.temp_dir) if self.temp_dir else DEFAULT_TEMP_DIR
+
+
 def run_study(
     definition: StudyDefinition,
     out: str | Path,
-    *,
-    address: str | None = None,
-    cpus_per_trial: float = 1.0,
-    gpus_per_trial: float = 0.0,
-    num_cpus: int | None = None,
-    max_failures: int = 2,
-    stack_size: int = 1,
-    retry_failed: bool = False,
-    temp_dir: str | Path | None = None,
+    options: RunOptions | None = None,
     events: StudyEvents | None = None,
+    **settings,
 ) -> RunSummary:
     """Train and evaluate every model of `definition` that the study in `out` does not hold as done (or failed,
-    unless `retry_failed`), storing each one as it finishes. Returns what happened."""
+    unless `retry_failed`), storing each one as it finishes. `settings` are RunOptions fields. Returns what
+    happened."""
+    options = options or RunOptions(**settings)
     events = events or StudyEvents()
-    if cpus_per_trial <= 0 or gpus_per_trial < 0:
-        raise InvalidInputError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
-    if max_failures < 0:
-        raise InvalidInputError("--max-failures must be >= 0")
     study = StudyDir(out)
     started = time.perf_counter()
-    if study.path.exists() and not study.exists() and study.path.is_dir():
+    if study.path.is_dir() and not study.exists():
         if any(p.name not in (".driver.lock", "logs") for p in study.path.iterdir()):
             raise InvalidInputError(
                 f"{study.path} is not empty and holds no study (no study.sqlite); choose an empty or new --out"
             )
     study.lock()
     try:
-        store = study.open(definition.describe(), definition.fingerprint())
-        try:
-            return _drive(
-                definition, study, store, events, started,
-                dict(address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, num_cpus=num_cpus,
-                     max_failures=max_failures, stack_size=stack_size, retry_failed=retry_failed, temp_dir=temp_dir),
-            )  # fmt: skip
-        finally:
-            store.close()
+        with study.open(definition.describe(), definition.fingerprint()) as store:
+            return _drive(definition, study, store, options, events, started)
     finally:
         study.unlock()
 
 
-def _drive(definition, study: StudyDir, store: ResultStore, events: StudyEvents, started: float, opts: dict):
+def _drive(definition, study: StudyDir, store: ResultStore, options: RunOptions, events: StudyEvents, started):
     store.reset_running()  # we hold the driver lock: "running" models are left over from a driver that died
     store.register(m.row() for m in definition.models)
     wanted = {m.model_id for m in definition.models}
-    statuses = ("pending", "failed") if opts["retry_failed"] else ("pending",)
+    statuses = ("pending", "failed") if options.retry_failed else ("pending",)
     pending = [m for m in store.models() if m["model_id"] in wanted and m["status"] in statuses]
     summary = RunSummary(counts=store.counts(), scheduled=len(pending))
     if not pending:
@@ -392,14 +428,13 @@ def _drive(definition, study: StudyDir, store: ResultStore, events: StudyEvents,
         summary.wall_s = time.perf_counter() - started
         return summary
     check_free_space(study.path)
-    units = plan_units(pending, opts["stack_size"])
-    models = {m["model_id"]: m for m in pending}
-    driver = _Driver(store, models, events, summary)
-    with ray_session(opts["address"], opts["num_cpus"], opts["temp_dir"], study.logs_dir / "ray.log") as ray_start_s:
+    units = plan_units(pending, options.stack_size)
+    driver = _Driver(store, {m["model_id"]: m for m in pending}, events, summary)
+    with ray_session(options.address, options.num_cpus, options.temp, study.logs_dir / "ray.log") as ray_start_s:
         summary.ray_start_s = ray_start_s
-        _check_resources(opts["cpus_per_trial"], opts["gpus_per_trial"])
+        _check_resources(options.cpus_per_trial, options.gpus_per_trial)
         events.started(len(pending), store.counts())
-        _fit(units, definition.evaluation, study, driver, opts)
+        _fit(units, definition.evaluation, study, driver, options)
     events.stopped()
     summary.counts = store.counts()
     summary.wall_s = time.perf_counter() - started
@@ -425,12 +460,11 @@ def _check_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
             )
 
 
-def _fit(units: list[dict], evaluation: dict, study: StudyDir, driver: _Driver, opts: dict) -> None:
+def _fit(units: list[dict], evaluation: dict, study: StudyDir, driver: _Driver, options: RunOptions) -> None:
     from ray import tune
 
     callback, stopper, key = _callbacks(driver)
-    resources = {"cpu": opts["cpus_per_trial"], "gpu": opts["gpus_per_trial"]}
-    temp = Path(opts["temp_dir"]) if opts["temp_dir"] else DEFAULT_TEMP_DIR
+    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     tuner_name = f"{study.path.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     tuner = tune.Tuner(
         tune.with_resources(tune_trial, resources),
@@ -438,8 +472,8 @@ def _fit(units: list[dict], evaluation: dict, study: StudyDir, driver: _Driver, 
             "unit": tune.grid_search(units),
             "evaluation": evaluation,
             "study_dir": str(study.path.resolve()),
-            "cpus": opts["cpus_per_trial"],
-            "gpus": opts["gpus_per_trial"],
+            "cpus": options.cpus_per_trial,
+            "gpus": options.gpus_per_trial,
             "fault": os.environ.get(FAULT_ENV) or None,
         },
         tune_config=tune.TuneConfig(
@@ -449,15 +483,17 @@ def _fit(units: list[dict], evaluation: dict, study: StudyDir, driver: _Driver, 
         ),
         run_config=tune.RunConfig(
             name=tuner_name,
-            storage_path=str((temp / "tune").resolve()),
+            storage_path=str((options.temp / "tune").resolve()),
             verbose=0,
             callbacks=[callback],
             stop=stopper,
-            failure_config=tune.FailureConfig(max_failures=opts["max_failures"]),
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
         ),
     )
     try:
         tuner.fit()
     finally:
         _DRIVERS.pop(key, None)
-        shutil.rmtree(temp / "tune" / tuner_name, ignore_errors=True)  # Tune's state: nothing the study needs
+        shutil.rmtree(
+            options.temp / "tune" / tuner_name, ignore_errors=True
+        )  # Tune's state: the study needs none of it
