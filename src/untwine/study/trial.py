@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from untwine.config import TrainConfig
-from untwine.errors import InvalidInputError, TrainingDivergedError, UntwineError
+from untwine.errors import UntwineError
 from untwine.runs import RunDir
 from untwine.training.checkpoint import read_state
 
@@ -107,8 +107,11 @@ def train_unit(members: list[tuple[TrainConfig, RunDir]], fault: str | None = No
             trainer = StackTrainer([c for c, _ in todo], runs, progress=_fault_hook(runs[0], fault))
             trainer.train(resume=any(r.exists() for r in runs))
             todo = []
-        except (InvalidInputError, TrainingDivergedError):
-            pass  # members at different steps, or one diverged: train them one by one below
+        except Exception as exc:
+            if _aborts(exc):
+                raise
+            # members at different steps, one diverged, or another error: train them one by one below, so that
+            # each member fails or succeeds on its own
     for config, run in todo:
         if is_trained(run, config.steps):
             continue
