@@ -96,6 +96,13 @@ def test_register_refuses_a_known_id_with_another_config(store):
         store.register([model_row("a", 5, beta=2.0)])
 
 
+def test_seed_groups_are_models_equal_but_for_the_seed(store):
+    store.finish("a", {})
+    store.finish("b", {})
+    assert store.seed_groups() == {"g1.0": ["a", "b"]}
+    assert store.seed_groups(None) == {"g1.0": ["a", "b"], "g4.0": ["c"]}
+
+
 def test_running_models_of_a_dead_driver_go_back_to_pending(store):
     store.mark_running(["a", "b"])
     assert store.counts()["running"] == 2

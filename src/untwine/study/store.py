@@ -270,6 +270,13 @@ class ResultStore:
         rows = self._read(f"SELECT {', '.join(MODEL_COLUMNS)} FROM models {where} ORDER BY rowid", params)
         return [dict(zip(MODEL_COLUMNS, row)) for row in rows]
 
+    def seed_groups(self, status: str | None = "done") -> dict[str, list[str]]:
+        """seed group -> ids of its models (of one status; None: all), the models equal but for the seed."""
+        groups: dict[str, list[str]] = {}
+        for model in self.models(status):
+            groups.setdefault(model["seed_group"], []).append(model["model_id"])
+        return groups
+
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
         counts.update(dict(self._read("SELECT status, COUNT(*) FROM models GROUP BY status")))
