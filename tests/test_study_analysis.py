@@ -229,3 +229,12 @@ def test_a_thin_study_gets_notes_not_crashes():
     assert results["score_distributions"].n_models == 8  # the failed model is left out
     empty = analysis.run_all(frame.iloc[0:0])
     assert all(a.note for a in empty)
+
+
+def test_models_without_a_value_index_are_ranked_by_their_value():
+    frame = synthetic(seeds=2, datasets=("dsprites",), **{MIG: lambda m, h, s, d: float(h)})
+    frame["value_index"] = np.nan  # as imported results off the reference grid
+    done = analysis.finished(frame)
+    assert (done["value_index"] == done["value"].map({1.0: 0, 2.0: 1, 4.0: 2})).all()
+    table = analysis.scores_by_hyperparameter(frame).tables["scores_by_hyperparameter"]
+    assert table.groupby("value_index")["median"].first().tolist() == [0.0, 1.0, 2.0]

@@ -74,10 +74,20 @@ class Analysis:
 
 
 def finished(frame: pd.DataFrame) -> pd.DataFrame:
-    """The models that are done (all of them if the frame has no status column)."""
+    """The models that are done (all of them if the frame has no status column). A model without a value index
+    (imported results whose value is not on unsupervised_study_v1's grid) gets the rank of its value among its
+    method's values."""
     if "status" in frame.columns:
         frame = frame[frame["status"] == "done"]
-    return frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    if "value" not in frame.columns:
+        frame = frame.assign(value=np.nan)
+    ranks = frame.groupby("method")["value"].rank(method="dense") - 1 if len(frame) else frame["value"]
+    if "value_index" not in frame.columns:
+        frame = frame.assign(value_index=ranks)
+    elif frame["value_index"].isna().any():
+        frame = frame.assign(value_index=pd.to_numeric(frame["value_index"], errors="coerce").fillna(ranks))
+    return frame
 
 
 def seed_groups(frame: pd.DataFrame) -> dict[str, list[str]]:
