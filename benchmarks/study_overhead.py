@@ -125,8 +125,18 @@ def main() -> None:
         )
         summary = run_study(definition, root / "study", num_cpus=1, cpus_per_trial=1, temp_dir=temp)
         with ResultStore(root / "study" / "study.sqlite") as store:
-            models = store.models("done")
+            models = sorted(store.models("done"), key=lambda m: m["started_at"])
         inside = sum(m["train_s"] + m["eval_s"] for m in models)
+        # per trial: driver saw it start .. driver stored it, minus what the trial measured itself
+        in_trial = [m["finished_at"] - m["started_at"] - m["train_s"] - m["eval_s"] for m in models]
+        gaps = [b["started_at"] - a["finished_at"] for a, b in zip(models, models[1:])]
+        payload["trials"] = {"in_trial_overhead_s": in_trial, "gaps_between_trials_s": gaps}
+        print(
+            f"per trial, besides training and evaluation: median {statistics.median(in_trial):.1f} s (building the "
+            f"model and loading the data set included); between trials: median "
+            f"{statistics.median(gaps) if gaps else float('nan'):.1f} s",
+            flush=True,
+        )
         within = (summary.wall_s - summary.ray_start_s - inside) / args.models
         between = (summary.wall_s - summary.ray_start_s - direct_s) / args.models
         per_model = inside / args.models
