@@ -173,7 +173,8 @@ def test_parse_option_by_hand():
     assert value == ("downstream_logistic_regression", "num_train", [10, 100])
     metric, key, rate = parse_option("dci.n_jobs=1", metrics)
     assert (metric, key, rate, type(rate)) == ("dci", "n_jobs", 1, int)
-    assert parse_option("mig.num_bins=2.5", metrics)[2] == 2.5
+    with pytest.raises(InvalidInputError, match="expected an integer"):
+        parse_option("mig.num_bins=2.5", metrics)  # checked against the default's type
     assert parse_option("dci.importance=a=b", metrics) == ("dci", "importance", "a=b")  # the first "=" splits
     for bad, message in (
         ("dci.importance", "metric.setting=value"),

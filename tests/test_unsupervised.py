@@ -1,9 +1,7 @@
 import importlib
-import warnings
 
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 
 from untwine.data import StoredDataset
@@ -83,16 +81,6 @@ def test_duplicated_code_gives_large_mutual_information():
     assert independent < 0.03
     # the duplicated pair (both orders) carries ~ H(20-bin gaussian) ~ 2.3 nats: 2 of 12 ordered pairs
     assert duplicated > 0.3 and duplicated > 10 * independent
-
-
-def test_a_constant_code_gives_infinite_correlation_without_warnings():
-    rng = np.random.default_rng(0)
-    codes = np.c_[rng.normal(size=200), np.full(200, 3.0)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)  # log 0 and 0 / 0 are expected here (as in the reference)
-        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)  # scipy's note on sqrtm of a singular matrix
-        result = unsupervised(codes)
-    assert not np.isfinite(result["gaussian_total_correlation"])
 
 
 def test_bad_input_is_rejected():
