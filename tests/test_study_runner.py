@@ -274,3 +274,14 @@ def test_a_study_runs_on_an_existing_cluster_given_by_address(tmp_path):
     finally:
         head.kill()
         head.wait()
+
+
+def test_trials_run_at_the_priority_of_the_command(ray_cluster):
+    """Ray's workers default to niceness 15; a study's trials are the command's own work (runner.RAY_ENV)."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def niceness():
+        return os.nice(0)
+
+    assert ray.get(niceness.remote()) == os.nice(0)
