@@ -82,6 +82,17 @@ def test_a_report_without_scores_says_so():
     assert "untwine select dynamics S" in text and "No noisy-label scores in this study." in text
 
 
+def test_bad_input_is_one_error_line(tmp_path, capsys):
+    assert main(["reproduce", "holtz2022", "--scale", "huge", "--out", str(tmp_path / "h")]) == 2
+    assert "error: unknown scale 'huge'; choose cpu or paper" in capsys.readouterr().err
+    (tmp_path / "h" / "study").mkdir(parents=True)
+    (tmp_path / "h" / "study" / "study.sqlite").write_text("")
+    (tmp_path / "h" / "holtz2022.toml").write_text(study_toml(SCALES["paper"]))
+    assert main(["reproduce", "holtz2022", "--scale", "cpu", "--out", str(tmp_path / "h")]) == 2
+    assert "at another scale" in capsys.readouterr().err
+    assert (tmp_path / "h" / "holtz2022.toml").read_text() == study_toml(SCALES["paper"])  # left as it was
+
+
 @pytest.mark.slow
 def test_the_reproduction_runs_end_to_end_at_the_test_scale(tmp_path, capsys):
     out = tmp_path / "holtz"

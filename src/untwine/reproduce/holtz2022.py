@@ -169,8 +169,10 @@ def reproduce(out: str | Path, scale: str = "cpu", options=None, events=None, de
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"{out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    grid = out / "holtz2022.toml"
-    grid.write_text(study_toml(chosen))
+    grid, text = out / "holtz2022.toml", study_toml(chosen)
+    if grid.exists() and grid.read_text() != text and (out / "study" / "study.sqlite").exists():
+        raise InvalidInputError(f"{out} holds this reproduction at another scale ({grid}); use another --out")
+    grid.write_text(text)
     definition = toml_study(grid)
     study = out / "study"
     log(f"{PAPER}, scale {scale}: {len(definition.models)} models -> {study}")
