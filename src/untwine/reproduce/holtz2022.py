@@ -265,7 +265,8 @@ def comparison_report(frame: pd.DataFrame, scale: str, wall_s: float, problems=(
             "",
             f"Across the {specs} specifications (seed groups) of dSprites, each ranked by its unsupervised score "
             "(the training-dynamics score: lower = better) and by the mean of its models' metric, as the paper "
-            "does; the paper's ± is its spread, over draws of the seeds. " + _agreement(spec),
+            "does; the paper does not say what its ± is (presumably the spread over draws of the seeds). "
+            + _agreement(spec),
             "",
         ]
     parts += _figure_4a(data)
