@@ -110,6 +110,12 @@ def run(
     ),
     num_points: Optional[int] = typer.Option(None, help="shrink every metric's sample sizes to this"),
     option: list[str] = typer.Option([], "--option", help="metric.setting=value (repeatable)"),
+    label_noise: Optional[str] = typer.Option(
+        None, help="also score with noisy labels, Holtz et al.'s regimes (e.g. 1,2,3), mean representation"
+    ),
+    label_noise_metrics: Optional[str] = typer.Option(
+        None, help="the metrics scored with noisy labels (default: every metric but unsupervised)"
+    ),
     address: Optional[str] = typer.Option(None, help="an existing Ray cluster: HOST:PORT or auto (default: local)"),
     cpus_per_trial: float = typer.Option(1.0, help="CPUs each model's trial asks for (its torch threads)"),
     gpus_per_trial: float = typer.Option(0.0, help="GPUs each trial asks for; fractional shares a GPU"),
@@ -137,6 +143,8 @@ def run(
         num_points=num_points,
         options=option or None,
         sampled_metrics=sampled_metrics,
+        label_noise=numbers(label_noise, "label_noise", int) if label_noise else None,
+        label_noise_metrics=label_noise_metrics,
     )
     if preset is not None:
         settings = parse_settings(setting, "--set")

@@ -27,6 +27,16 @@ def specification(config) -> dict:
     return {k: v for k, v in config.model_dump().items() if k not in NOT_SPECIFICATION}
 
 
+def group_labels(specs: dict[str, dict]) -> dict[str, str]:
+    """{key: label} for groups given by their specifications: each label names the settings that vary between the
+    groups (e.g. "beta=4.0, num_latent=8"), or the method if nothing varies."""
+    varying = sorted({k for spec in specs.values() for k in spec if len({repr(s.get(k)) for s in specs.values()}) > 1})
+    return {
+        key: ", ".join(f"{k}={spec.get(k)}" for k in varying) if varying else str(spec.get("method"))
+        for key, spec in specs.items()
+    }
+
+
 def seed_groups(run_dirs: Sequence, min_size: int = 2) -> dict[str, list]:
     """{label: [RunDir, ...]}: the runs grouped by specification, in the order first seen. A label names what
     distinguishes the group from the others (e.g. "beta=4.0"), or the method if there is one group. A group with
@@ -41,11 +51,10 @@ def seed_groups(run_dirs: Sequence, min_size: int = 2) -> dict[str, list]:
         key = json.dumps(spec, sort_keys=True, default=str)
         keyed.setdefault(key, []).append(run)
         specs[key] = spec
-    varying = sorted({k for spec in specs.values() for k in spec if len({repr(s.get(k)) for s in specs.values()}) > 1})
+    labels = group_labels(specs)
     groups = {}
     for key, members in keyed.items():
-        spec = specs[key]
-        label = ", ".join(f"{k}={spec[k]}" for k in varying) if varying else spec["method"]
+        label = labels[key]
         if len(members) < min_size:
             raise InvalidInputError(
                 f"group {label} has {len(members)} run ({members[0].name}); each group needs at least {min_size} "

@@ -6,7 +6,9 @@ regularisation strength (Fig. 1), the rank correlations between the disentanglem
 (Fig. 2, Fig. 12), unsupervised scores against the metrics (Fig. 4 centre), the share of a score's variance explained
 by method, hyperparameter and seed (§5.3, Table 5), the transfer of model selection (Table 1) and the rank
 correlations of the metrics with downstream accuracy and sample efficiency (Fig. 5). From Hartmann (2021): score
-distributions by model (Fig. 7), data set (Fig. 8), hyperparameter (Fig. 9-11) and seed.
+distributions by model (Fig. 7), data set (Fig. 8), hyperparameter (Fig. 9-11) and seed. Model selection without
+labels (Duan et al. 2020, Holtz et al. 2022): the unsupervised scores' rank correlation with the metrics (Holtz
+Table 1), the quality of the model they select, and the metrics' robustness to label noise (Holtz Table 3).
 
 Each function returns an `Analysis`: tables (written as CSV), the data its figure needs, a caption that says what
 it shows and on how many models, and a note instead of a crash when the study lacks what it needs (a metric, a
@@ -49,6 +51,23 @@ PAPER_TRANSFER = {
     ("other", "same"): 0.626,
     ("other", "other"): 0.549,
 }
+# Unsupervised model-selection scores: column and direction (+1: higher is better, -1: lower is better).
+SELECTION_SCORES: dict[str, tuple[str, int]] = {
+    "UDR (lasso)": ("udr.lasso.model_score", 1),
+    "UDR (spearman)": ("udr.spearman.model_score", 1),
+    "training dynamics": ("dynamics.score", -1),
+    "TC (Gaussian)": ("eval.{rep}.unsupervised.gaussian_total_correlation", -1),
+    "Wasserstein corr.": ("eval.{rep}.unsupervised.gaussian_wasserstein_correlation_norm", -1),
+}
+PER_SPECIFICATION = ("training dynamics",)  # one value per seed group: no ranking of a group's models
+# Holtz et al. 2022 Table 1: Spearman (mean, std) of the training-dynamics ranking with each metric, by seeds.
+PAPER_DYNAMICS = {
+    "BetaVAE": {5: (0.54, 0.12), 10: (0.57, 0.06), 25: (0.61, 0.02)},
+    "FactorVAE": {5: (0.56, 0.21), 10: (0.60, 0.09), 25: (0.60, 0.04)},
+    "MIG": {5: (0.60, 0.07), 10: (0.65, 0.03), 25: (0.69, 0.02)},
+}
+# Holtz et al. 2022 Table 3: Pearson correlation of noisy-label with clean scores, noise regimes 1, 2, 3.
+PAPER_LABEL_NOISE = {"BetaVAE": (0.69, 0.54, 0.47), "FactorVAE": (0.84, 0.75, 0.63), "MIG": (0.86, 0.76, 0.67)}
 # Methods whose hyperparameter loosens (not tightens) the constraint as it grows: left out of Fig. 1, as the paper.
 LOOSENING = ("annealed_vae",)
 METHOD_LABELS = {
@@ -666,6 +685,265 @@ def downstream_correlations(frame: pd.DataFrame, representation: str = "mean") -
     )  # fmt: skip
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Model selection without labels: Duan et al. (2020), Holtz et al. (2022) Tables 1 and 3, Locatello et al. §5.4
+
+
+def _specifications(data: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """One row per seed group (specification): dataset, seed_group, seeds (models in it) and the mean of each of
+    `columns` over its models (Holtz et al. compare specifications by their realisations' mean scores)."""
+    group = data["seed_group"] if "seed_group" in data.columns else None
+    if group is None:
+        group = data[["method", "dataset", "value_index"]].astype(str).agg("/".join, axis=1)
+    values = pd.DataFrame({c: pd.to_numeric(data[c], errors="coerce") for c in columns})
+    values["dataset"], values["seed_group"] = data["dataset"].to_numpy(), group.to_numpy()
+    grouped = values.groupby(["dataset", "seed_group"], sort=True)
+    means = grouped[columns].mean()
+    means["seeds"] = grouped.size()
+    return means.reset_index()
+
+
+def _selection_inputs(frame: pd.DataFrame, representation: str = "mean"):
+    """(finished models, supervised {label: column}, unsupervised {label: (column, direction)}) present."""
+    data = finished(frame)
+    scores = score_columns(data, representation)
+    unsupervised = {
+        label: (column.format(rep=representation), direction)
+        for label, (column, direction) in SELECTION_SCORES.items()
+        if _numeric(data, column.format(rep=representation)) is not None
+    }
+    return data, scores, unsupervised
+
+
+def _selection_units(data, scores, unsupervised):
+    """(level, units frame) pairs: per specification (group means; every unsupervised score) and per model (the
+    scores that differ between a group's models, i.e. all but the training-dynamics score)."""
+    columns = list(scores.values()) + [c for c, _ in unsupervised.values()]
+    yield "specification", _specifications(data, list(dict.fromkeys(columns)))
+    yield "model", data.assign(seeds=1)
+
+
+def _missing_selection_note(unsupervised: dict) -> str | None:
+    missing = [label for label in ("UDR (lasso)", "training dynamics") if label not in unsupervised]
+    if not missing:
+        return None
+    how = {
+        "UDR (lasso)": "`untwine select udr S`",
+        "training dynamics": "`untwine select dynamics S` (the study trained with trace_every > 0)",
+    }
+    return "No " + " and no ".join(f"{m} score ({how[m]})" for m in missing) + " in this study yet."
+
+
+def selection_correlations(frame: pd.DataFrame, representation: str = "mean") -> Analysis:
+    """Spearman rank correlation between each unsupervised selection score (oriented so that higher = better) and
+    each supervised metric, per data set: across specifications (the means over each seed group, Holtz et al.
+    Table 1) and across models (Duan et al.)."""
+    data, scores, unsupervised = _selection_inputs(frame, representation)
+    title = "Unsupervised selection scores against the metrics (Holtz et al. Table 1, Duan et al.)"
+    if not scores or not unsupervised:
+        note = _missing_selection_note(unsupervised) if not unsupervised else None
+        return Analysis(
+            "selection_correlations",
+            title,
+            "",
+            note=note or "Needs a supervised disentanglement metric and an unsupervised selection score.",
+        )
+    rows, matrices = [], {}
+    for level, units in _selection_units(data, scores, unsupervised):
+        for dataset, part in units.groupby("dataset", sort=True):
+            matrix = pd.DataFrame(np.nan, index=list(unsupervised), columns=list(scores))
+            for label, (column, direction) in unsupervised.items():
+                if level == "model" and label in PER_SPECIFICATION:
+                    continue
+                for metric, target in scores.items():
+                    pair = pd.DataFrame({"u": direction * pd.to_numeric(part[column], errors="coerce"),
+                                         "s": pd.to_numeric(part[target], errors="coerce")}).dropna()  # fmt: skip
+                    if len(pair) < 3:
+                        continue
+                    constant = pair["u"].nunique() < 2 or pair["s"].nunique() < 2  # undefined: NaN, no warning
+                    rho = np.nan if constant else pair["u"].corr(pair["s"], method="spearman")
+                    seeds = int(part.loc[pair.index, "seeds"].median())
+                    paper_seeds, paper = (
+                        _paper_table1(label, metric, seeds) if level == "specification" else (None, None)
+                    )
+                    rows.append({"dataset": dataset, "level": level, "unsupervised": label, "metric": metric,
+                                 "n": len(pair), "seeds": seeds, "spearman": rho, "paper": paper,
+                                 "paper_seeds": paper_seeds})  # fmt: skip
+                    matrix.loc[label, metric] = rho
+            if level == "specification" and matrix.notna().any().any():
+                matrices[dataset] = (matrix.dropna(how="all"), int(part["seeds"].sum()))
+    if not rows:
+        return Analysis(
+            "selection_correlations", title, "", note="Needs at least 3 specifications (seed groups) of one data set."
+        )
+    table = pd.DataFrame(rows)
+    n = int(data["model_id"].nunique())
+    caption = (
+        "Spearman rank correlation between each unsupervised selection score and each supervised metric "
+        f"({representation} representation), per data set; the unsupervised scores are oriented so that a positive "
+        "correlation means agreement (UDR: higher is better; the training-dynamics score, the Gaussian total "
+        "correlation and the Wasserstein correlation: lower is better). Figure: across specifications (seed "
+        "groups), each scored by its unsupervised score and by the mean of its models' supervised scores, as "
+        "Holtz et al. do; the table also has the correlations across models (per-model scores only). Holtz et al. "
+        "Table 1 (training dynamics, 25 specifications of beta x latent size on dSprites): BetaVAE 0.54 / 0.57 / "
+        "0.61, FactorVAE 0.56 / 0.60 / 0.60, MIG 0.60 / 0.65 / 0.69 with 5 / 10 / 25 seeds per specification "
+        f"(column 'paper', at the seed count nearest this study's). Rests on {_models(n)}."
+    )
+    return Analysis(
+        "selection_correlations",
+        title,
+        caption,
+        {"selection_correlations": table},
+        _missing_selection_note(unsupervised),
+        n,
+        {"matrices": matrices} if matrices else {},
+    )
+
+
+def _paper_table1(label: str, metric: str, seeds: int) -> tuple[int | None, float | None]:
+    """Holtz et al. Table 1's value for the training-dynamics score at the seed count nearest `seeds`."""
+    if label != "training dynamics" or metric not in PAPER_DYNAMICS:
+        return None, None
+    nearest = min(PAPER_DYNAMICS[metric], key=lambda n: abs(n - seeds))
+    return nearest, PAPER_DYNAMICS[metric][nearest][0]
+
+
+def select_by(unsupervised: np.ndarray, supervised: np.ndarray) -> dict:
+    """How good the unit with the best unsupervised score (higher = better) is by the supervised score: its score
+    (the mean over units tied for best), the best and the worst score, the mean of a uniformly random unit, its rank
+    (1 = best; ties share the best rank), and the probability that it scores at least as well as a random unit
+    (Locatello et al. §5.4 / Table 1's "outperforms or performs equally well"), both averaged over tied choices."""
+    u, s = np.asarray(unsupervised, dtype=float), np.asarray(supervised, dtype=float)
+    chosen = np.flatnonzero(u == u.max())
+    picked = s[chosen]
+    return {
+        "chosen": float(picked.mean()),
+        "best": float(s.max()),
+        "random": float(s.mean()),
+        "worst": float(s.min()),
+        "rank": float(np.mean([1 + np.sum(s > v) for v in picked])),
+        "p_at_least_random": float(np.mean([np.mean(v >= s) for v in picked])),
+        "regret": float(s.max() - picked.mean()),
+    }
+
+
+def selection_quality(frame: pd.DataFrame, representation: str = "mean") -> Analysis:
+    """Selecting by an unsupervised score, judged by each supervised metric, per data set: the supervised score of
+    the specification (and of the model) the unsupervised score picks, against the best, a random and the worst
+    one, and the probability that the pick scores at least as well as a random one."""
+    data, scores, unsupervised = _selection_inputs(frame, representation)
+    title = "Selecting by an unsupervised score (Duan et al., Holtz et al., Locatello et al. §5.4)"
+    if not scores or not unsupervised:
+        note = _missing_selection_note(unsupervised) if not unsupervised else None
+        return Analysis(
+            "selection_quality",
+            title,
+            "",
+            note=note or "Needs a supervised disentanglement metric and an unsupervised selection score.",
+        )
+    rows = []
+    for level, units in _selection_units(data, scores, unsupervised):
+        for dataset, part in units.groupby("dataset", sort=True):
+            for label, (column, direction) in unsupervised.items():
+                if level == "model" and label in PER_SPECIFICATION:
+                    continue
+                for metric, target in scores.items():
+                    pair = pd.DataFrame({"u": direction * pd.to_numeric(part[column], errors="coerce"),
+                                         "s": pd.to_numeric(part[target], errors="coerce")}).dropna()  # fmt: skip
+                    if len(pair) < 2:
+                        continue
+                    quality = select_by(pair["u"].to_numpy(), pair["s"].to_numpy())
+                    rows.append({"dataset": dataset, "level": level, "unsupervised": label, "metric": metric,
+                                 "n": len(pair), **quality})  # fmt: skip
+    if not rows:
+        return Analysis("selection_quality", title, "", note="Needs at least 2 specifications of one data set.")
+    table = pd.DataFrame(rows)
+    n = int(data["model_id"].nunique())
+    caption = (
+        "For each data set, unsupervised score and supervised metric: the supervised score of the specification "
+        "(seed group; its models' mean) or of the model that the unsupervised score ranks first ('chosen'), beside "
+        "the best, the mean of a random pick ('random') and the worst; its rank (1 = best); and the probability "
+        "that it scores at least as well as a uniformly random pick (1/n: no better than the worst; 1: the best; "
+        "a random pick gets (n + 1) / 2n on average without ties). Ties in the unsupervised score are averaged over. "
+        f"Rests on {_models(n)}."
+    )
+    return Analysis(
+        "selection_quality",
+        title,
+        caption,
+        {"selection_quality": table},
+        _missing_selection_note(unsupervised),
+        n,
+        {"table": table},
+    )
+
+
+def label_noise_columns(frame: pd.DataFrame, representation: str = "mean") -> list[tuple[str, int, str, str]]:
+    """(metric label, regime, clean column, noisy column) for every supervised score the frame holds with noisy
+    labels (`eval.<rep>.<metric>_label_noise<r>.<key>`, selection/label_noise.py)."""
+    found = []
+    for label, (metric, key) in SCORES.items():
+        clean = f"eval.{representation}.{metric}.{key}"
+        for regime in (1, 2, 3):
+            noisy = f"eval.{representation}.{metric}_label_noise{regime}.{key}"
+            if _numeric(frame, clean) is not None and _numeric(frame, noisy) is not None:
+                found.append((label, regime, clean, noisy))
+    return found
+
+
+def label_noise_robustness(frame: pd.DataFrame, representation: str = "mean") -> Analysis:
+    """Holtz et al. Table 3: Pearson correlation, over models, between each supervised metric computed with noisy
+    labels (noise regime 1, 2, 3 of their Table 2) and the same metric with the true labels, per data set."""
+    data = finished(frame)
+    title = "Supervised metrics under label noise (Holtz et al. Tables 2-3)"
+    found = label_noise_columns(data, representation)
+    if not found:
+        return Analysis(
+            "label_noise",
+            title,
+            "",
+            note="No noisy-label scores: run the study with label noise (`--label-noise 1,2,3`, or label_noise = "
+            "[1, 2, 3] in the TOML's [study]), or evaluate with `--option <metric>.label_noise=r`.",
+        )
+    rows = []
+    for dataset, part in data.groupby("dataset", sort=True):
+        for label, regime, clean, noisy in found:
+            pair = pd.DataFrame(
+                {
+                    "clean": pd.to_numeric(part[clean], errors="coerce"),
+                    "noisy": pd.to_numeric(part[noisy], errors="coerce"),
+                }
+            ).dropna()
+            if len(pair) < 3:
+                continue
+            paper = PAPER_LABEL_NOISE.get(label)
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "metric": label,
+                    "regime": regime,
+                    "n": len(pair),
+                    "pearson": pair["clean"].corr(pair["noisy"], method="pearson"),
+                    "mean_clean": pair["clean"].mean(),
+                    "mean_noisy": pair["noisy"].mean(),
+                    "paper": paper[regime - 1] if paper else np.nan,
+                }
+            )
+    if not rows:
+        return Analysis("label_noise", title, "", note="Needs at least 3 models with clean and noisy scores.")
+    table = pd.DataFrame(rows)
+    n = int(data["model_id"].nunique())
+    caption = (
+        "Pearson correlation, over the models of a data set, between a supervised metric computed with noisy "
+        f"factor labels and with the true ones ({representation} representation; noise regimes of Holtz et al. "
+        "Table 2: each factor perturbed with probability 0.05-0.1 / 0.1-0.2 / 0.3). Holtz et al. Table 3 on "
+        "dSprites: BetaVAE 0.69 / 0.54 / 0.47, FactorVAE 0.84 / 0.75 / 0.63, MIG 0.86 / 0.76 / 0.67 for regimes "
+        "1 / 2 / 3 (column 'paper'); the unsupervised scores (UDR, training dynamics) use no labels, so theirs is "
+        f"1 by construction. Rests on {_models(n)}."
+    )
+    return Analysis("label_noise", title, caption, {"label_noise": table}, None, n, {"table": table})
+
+
 ANALYSES = (
     tc_vs_regularisation,
     metric_rank_correlations,
@@ -676,6 +954,9 @@ ANALYSES = (
     selection_transfer,
     unsupervised_vs_scores,
     downstream_correlations,
+    selection_correlations,
+    selection_quality,
+    label_noise_robustness,
 )
 
 

@@ -102,10 +102,17 @@ def evaluation_settings(
     options: list[str] | dict | None = None,
     representations=REPRESENTATIONS,
     sampled_metrics=None,
+    label_noise=None,
+    label_noise_metrics=None,
 ) -> dict:
     """The evaluation every model of a study gets: metric names, representations, the metrics of each
     representation (`sampled_metrics`: those also run on the sampled representation; default all), and per-metric
-    options (the `num_points` scaling of `evaluate.scaled_options` with explicit options on top)."""
+    options (the `num_points` scaling of `evaluate.scaled_options` with explicit options on top).
+
+    `label_noise` (regimes among 1, 2, 3; Holtz et al. Table 2) also scores `label_noise_metrics` (default: every
+    metric but 'unsupervised') on the mean representation with noisy labels, beside the clean scores, under
+    `eval.mean.<metric>_label_noise<r>.*` (the key "label_noise" is added only then, so other studies keep their
+    fingerprint)."""
     names = metric_names(metrics)
     if not names:
         raise InvalidInputError("a study needs at least one metric")
@@ -133,13 +140,39 @@ def evaluation_settings(
             metric, key, value = parse_option(text, names)
             resolved.setdefault(metric, {})[key] = value
     resolved = {k: {s: list(v) if isinstance(v, tuple) else v for s, v in opts.items()} for k, opts in resolved.items()}
-    return {
+    settings = {
         "metrics": names,
         "representations": reps,
         "per_representation": per_rep,
         "num_points": num_points,
         "options": resolved,
     }
+    if label_noise:
+        settings["label_noise"] = _label_noise_settings(label_noise, label_noise_metrics, names)
+    return settings
+
+
+def _label_noise_settings(regimes, metrics, names: list[str]) -> dict:
+    """{"regimes": [...], "metrics": [...]} of a study's label-noise evaluation (see `evaluation_settings`)."""
+    from untwine.selection.label_noise import REGIMES
+
+    regimes = [regimes] if isinstance(regimes, (int, str)) else list(regimes)
+    try:
+        regimes = sorted({int(r) for r in regimes})
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"label_noise: regimes are 1, 2 or 3 (Holtz et al. Table 2), got {regimes!r}") from None
+    bad = [r for r in regimes if r not in REGIMES]
+    if bad:
+        raise InvalidInputError(f"label_noise: regimes are 1, 2 or 3 (Holtz et al. Table 2), got {bad[0]}")
+    chosen = metric_names(metrics) if metrics is not None else [m for m in names if m != "unsupervised"]
+    foreign = [m for m in chosen if m not in names or m == "unsupervised"]
+    if foreign:
+        raise InvalidInputError(
+            f"label_noise_metrics: {foreign[0]!r} is not a label-using metric of the study ({', '.join(names)})"
+        )
+    if not chosen:
+        raise InvalidInputError("label_noise needs a metric that uses factor labels (all but 'unsupervised')")
+    return {"regimes": regimes, "metrics": chosen}
 
 
 def _with_preset_options(grid, metrics, options: list[str] | dict | None) -> list[str]:
@@ -202,6 +235,8 @@ def preset_study(
     options: list[str] | dict | None = None,
     representations=REPRESENTATIONS,
     sampled_metrics=None,
+    label_noise=None,
+    label_noise_metrics=None,
 ) -> StudyDefinition:
     """The models of preset `preset` that pass the filters, with its evaluation (metrics / num_points / options
     override the preset's; `steps` and `settings` override TrainConfig values of every model)."""
@@ -231,6 +266,8 @@ def preset_study(
         _with_preset_options(grid, metrics, options),
         representations,
         sampled_metrics if sampled_metrics is not None else _preset_sampled(grid, metrics),
+        label_noise,
+        label_noise_metrics,
     )
     spec = {"preset": grid.name, "overrides": overrides}
     return StudyDefinition("preset", grid.name, models, evaluation, spec)
@@ -246,11 +283,22 @@ def toml_study(
     num_points: int | None = None,
     options: list[str] | None = None,
     sampled_metrics=None,
+    label_noise=None,
+    label_noise_metrics=None,
 ) -> StudyDefinition:
     """The models of a TOML grid (`grid.read_grid_toml`) that pass the filters; ids are config hashes."""
     study, grid_models = grids.read_grid_toml(path)
     name = str(study.get("name", Path(path).stem))
-    known = {"name", "metrics", "sampled_metrics", "num_points", "representations", "options"}
+    known = {
+        "name",
+        "metrics",
+        "sampled_metrics",
+        "num_points",
+        "representations",
+        "options",
+        "label_noise",
+        "label_noise_metrics",
+    }
     unknown = sorted(set(study) - known)
     if unknown:
         raise InvalidInputError(f"{path}: [study] has unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
@@ -260,6 +308,8 @@ def toml_study(
         options if options is not None else study.get("options"),
         study.get("representations", REPRESENTATIONS),
         sampled_metrics if sampled_metrics is not None else study.get("sampled_metrics"),
+        label_noise if label_noise is not None else study.get("label_noise"),
+        label_noise_metrics if label_noise_metrics is not None else study.get("label_noise_metrics"),
     )
     present = {
         "dataset": sorted({m.config.dataset for m in grid_models}),

@@ -82,13 +82,14 @@ class RunSummary:
 
 def plan_units(models: list[dict], stack_size: int = 1) -> list[dict]:
     """Group models into trials: stacks of up to `stack_size` models that differ only in seed and
-    hyperparameters (never FactorVAE); with stack_size 1, one model per trial."""
+    hyperparameters (never FactorVAE, nor traced models: StackTrainer does not record traces); with stack_size 1,
+    one model per trial."""
     from untwine.config import HYPERPARAMETERS
 
     groups: dict[str, list[dict]] = {}
     for model in models:
         config = json.loads(model["config"])
-        if stack_size == 1 or config["method"] == "factor_vae":
+        if stack_size == 1 or config["method"] == "factor_vae" or config.get("trace_every"):
             key = model["model_id"]
         else:
             key = json.dumps({k: v for k, v in config.items() if k not in ("seed", *HYPERPARAMETERS)}, sort_keys=True)

@@ -66,6 +66,18 @@ def missing_evaluations(results: dict, evaluation: dict) -> dict[str, list[str]]
     return missing
 
 
+def missing_label_noise(results: dict, evaluation: dict) -> dict[int, list[str]]:
+    """regime -> the metrics whose noisy-label score (mean representation, `eval.mean.<metric>_label_noise<r>.*`)
+    results.json does not hold yet; empty unless the study asks for label noise."""
+    noise = evaluation.get("label_noise") or {}
+    missing = {}
+    for regime in noise.get("regimes", []):
+        names = [m for m in noise["metrics"] if f"eval.mean.{m}_label_noise{regime}.elapsed_s" not in results]
+        if names:
+            missing[int(regime)] = names
+    return missing
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, UntwineError):
@@ -129,9 +141,13 @@ def evaluate_member(run: RunDir, evaluation: dict, device: str) -> tuple[dict, f
     from untwine.evaluation import evaluate_run
 
     start = time.perf_counter()
+    seed = evaluation.get("eval_seed", 0)
     for rep, names in missing_evaluations(run.read_results(), evaluation).items():
         options = {m: evaluation["options"][m] for m in names if m in evaluation["options"]}
-        evaluate_run(run, names, [rep], options=options, device=device, eval_seed=evaluation.get("eval_seed", 0))
+        evaluate_run(run, names, [rep], options=options, device=device, eval_seed=seed)
+    for regime, names in missing_label_noise(run.read_results(), evaluation).items():
+        options = {m: {**evaluation["options"].get(m, {}), "label_noise": regime} for m in names}
+        evaluate_run(run, names, ["mean"], options=options, device=device, eval_seed=seed)
     return run.read_results(), time.perf_counter() - start
 
 

@@ -226,7 +226,10 @@ DRAW = {
     "scores_by_seed": draw_seeds,
     "variance_explained": draw_variance,
     "selection_transfer": draw_transfer,
+    "selection_correlations": draw_matrices,
 }
+# analyses whose tables are shown on the page (the others' are only linked as CSV files)
+SHOWN_TABLES = ("selection_transfer", "variance_explained", "selection_quality", "label_noise")
 
 
 # --- HTML ------------------------------------------------------------------------------------------------------
@@ -282,7 +285,7 @@ def render_study_report(name: str, description: dict, frame: pd.DataFrame, analy
         if analysis.caption and not figures.get(analysis.key):
             parts.append(f"<p>{html.escape(analysis.caption)}</p>")
         for table_name, table in analysis.tables.items():
-            if analysis.key in ("selection_transfer", "variance_explained"):
+            if analysis.key in SHOWN_TABLES:
                 parts.append(_table_html(table))
             parts.append(f'<p class="meta">Table: tables/{html.escape(table_name)}.csv ({len(table)} rows)</p>')
         sections.append((analysis.key, analysis.title, "".join(parts)))

@@ -1,0 +1,43 @@
+"""`untwine reproduce <paper>`: a paper's experiment run through the study layer, with a report comparing the
+findings with the paper's (one command per paper)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from untwine.cli.app import app, console
+
+reproduce_app = typer.Typer(
+    help="Reproduce papers' experiments (through the study layer) and compare with their findings.",
+    no_args_is_help=True,
+)
+app.add_typer(reproduce_app, name="reproduce")
+
+
+@reproduce_app.command("holtz2022")
+def holtz2022(
+    out: Path = typer.Option(..., "--out", "-o", help="directory: holtz2022.toml, study/, report.md"),
+    scale: str = typer.Option("cpu", help="cpu (27 models, ~45 min on 2 cores) or paper (625 models: GPU/cluster)"),
+    address: Optional[str] = typer.Option(None, help="an existing Ray cluster: HOST:PORT or auto (default: local)"),
+    cpus_per_trial: float = typer.Option(1.0, help="CPUs each model's trial asks for"),
+    gpus_per_trial: float = typer.Option(0.0, help="GPUs each trial asks for; fractional shares a GPU"),
+    cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray (default: all cores)"),
+) -> None:
+    """Holtz et al. 2022: beta-VAEs on dSprites (beta x latent size x seeds), traced; the training-dynamics score
+    and UDR against the BetaVAE / FactorVAE / MIG metrics (Table 1, Fig. 4a) and the metrics under label noise
+    (Table 3). Rerun the same command to continue an interrupted run."""
+    from untwine.cli.study import _Console
+    from untwine.reproduce.holtz2022 import reproduce
+    from untwine.study.runner import RunOptions
+
+    options = RunOptions(address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, num_cpus=cpus)
+    events = _Console()
+    try:
+        path = reproduce(out, scale, options, events, device="cuda" if gpus_per_trial > 0 else "cpu", log=console.print)
+    finally:
+        events.stopped()
+    console.print(path.read_text(), markup=False, soft_wrap=True)
+    console.print(f"report: {path.resolve()}")

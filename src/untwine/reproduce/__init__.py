@@ -1,0 +1,3 @@
+"""Reproductions of papers' experiments, each through the study layer (a study grid built in code, the Ray Tune
+study runner, unsupervised selection, the analyses) with a comparison report: one module per paper
+(`holtz2022`), one `untwine reproduce <paper>` command each."""
