@@ -72,7 +72,7 @@ class TrainConfig(BaseModel):
         None, description="beta-TCVAE: reference (MWS, constants dropped), mws (with log NM), mss (stratified)"
     )
     kl_estimator: str | None = Field(
-        None, description="beta-TCVAE: analytic (None: closed-form KL, disentanglement_lib) or sample (Chen et al.'s code)"
+        None, description="beta-TCVAE: analytic (None; closed form, disentanglement_lib) or sample (Chen et al.'s code)"
     )
     discriminator_learning_rate: float | None = Field(None, gt=0.0, description="FactorVAE discriminator Adam lr")
     discriminator_adam_beta1: float | None = None

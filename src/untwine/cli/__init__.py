@@ -1,6 +1,7 @@
 """The `untwine` command line: a thin skin over the library (parse, call, print).
 
-One module per command group: `train` (train, demo), `evaluate` (evaluate, report), `datasets`, `select`, `study`.
+One module per command group: `train` (train, demo), `evaluate` (evaluate, report), `datasets`, `select`, `study`,
+`pbt` (pbt, rpu).
 Every error a user can cause (a bad argument, a missing or unwritable file, a diverged run, a run in use) prints
 one line `error: ...` on stderr and exits 2 (an evaluation prints one such line per failed metric); warnings print
 as one line `warning: ...`; an interrupt (Ctrl-C) prints one line `interrupted: ...` and exits 130.
@@ -14,7 +15,7 @@ import warnings
 
 import typer
 
-from untwine.cli import datasets, evaluate, select, study, train  # noqa: F401  (each registers its commands on `app`)
+from untwine.cli import datasets, evaluate, pbt, select, study, train  # noqa: F401  (each registers its commands on `app`)
 from untwine.cli.app import app
 from untwine.errors import UntwineError
 
