@@ -143,8 +143,6 @@ def _label(run_out: Path, images: DatasetImages, kl_estimate: str):
 
 def run_rpu(out: str | Path, settings: RPUSettings, dataset=None, address=None, num_cpus=None, temp_dir=None) -> dict:
     """Run (or resume) rPU-VAE into `out`; returns the summary also written to R/rpu.json."""
-    from untwine.selection.rpu_reduction import reduce_dataset
-    from untwine.selection.surrogate_labels import leaf_run_labels
     from untwine.study.runner import DEFAULT_TEMP_DIR, ray_session
 
     out = Path(out)
@@ -170,45 +168,26 @@ def run_rpu(out: str | Path, settings: RPUSettings, dataset=None, address=None, 
         summary["levels"].append({"leaf": None, "level": 0, **_factor_summary(base, full), "active": _active(level0)})
         chains = []
         for branch in range(settings.leaf_runs):
-            labels, positions, grid, labelling = [], [], full, level0
-            leaf = {"branch": branch, "stop": None, "levels": 1}
-            while True:
-                if labelling.labels is None:
-                    leaf["stop"] = "no active latent"
-                    break
-                labels.append(labelling.labels)
-                if len(labels) >= settings.levels:
-                    leaf["stop"] = "levels"
-                    break
-                iteration = len(labels) - 1
-                reduction = reduce_dataset(labelling.labels, iteration, branch, settings.boundaries)
-                if reduction.stop:
-                    leaf["stop"] = reduction.stop
-                    break
-                positions.append(reduction.indices)
-                grid = grid[reduction.indices]
+
+            def train_and_label(grid, iteration, branch=branch):
                 level_dir = out / f"leaf-{branch}" / f"level-{iteration + 1}"
                 level_dir.mkdir(parents=True, exist_ok=True)
                 np.save(level_dir / "indices.npy", grid)
-                described = _factor_summary(base, grid)
                 level_pbt = settings.pbt(
                     subset=str((level_dir / "indices.npy").resolve()),
                     interval_samples=settings.leaf_interval_samples,
                     seed=settings.seed + 1000 * (branch + 1) + iteration,
                 )
                 result = run_pbt(level_dir / "pbt", level_pbt, **kw)
-                level = {"leaf": branch, "level": iteration + 1, **described, "stop": result.stop}
                 if result.stop == "failed" or not result.best:
-                    summary["levels"].append(level)
-                    leaf["stop"] = "leaf level failed (best UDR below the threshold)"
-                    break
-                labelling = _label(level_dir / "pbt", DatasetImages(pbt, grid, dataset), settings.kl_estimate)
-                summary["levels"].append({**level, "active": _active(labelling)})
-                leaf["levels"] += 1
-            usable = len(labels)
-            if usable >= 1:
-                chains.append(leaf_run_labels(labels, positions[: usable - 1], levels=usable))
+                    return None, result.stop
+                return _label(level_dir / "pbt", DatasetImages(pbt, grid, dataset), settings.kl_estimate), result.stop
+
+            chain, leaf, levels = leaf_run(base, level0, branch, settings, train_and_label)
+            summary["levels"] += levels
             summary["leaf_runs"].append(leaf)
+            if chain is not None:
+                chains.append(chain)
         if not chains:
             summary["stop"] = "no surrogate labels (the x-model has no active latent)"
             return _finish(out, summary, start)
@@ -226,6 +205,42 @@ def run_rpu(out: str | Path, settings: RPUSettings, dataset=None, address=None, 
         summary["final"] = {"stop": result.stop, "generations": result.generations, "best": result.best}
         summary["stop"] = "done"
     return _finish(out, summary, start)
+
+
+def leaf_run(base, level0, branch: int, settings: RPUSettings, train_and_label):
+    """One leaf run (§1.5 Phase B) from the x-model's labelling of D_0: reduce (branch `branch` first), then
+    `train_and_label(grid, iteration)` -> (labelling of D_next by a model trained on it, or None; its PBT stop),
+    until `settings.levels` levels are labelled or a stop. Returns (its LeafRunLabels or None, the leaf run's
+    summary, one summary per new level: size and the true factors it holds fixed)."""
+    from untwine.selection.rpu_reduction import reduce_dataset
+    from untwine.selection.surrogate_labels import leaf_run_labels
+
+    labels, positions, grid, labelling = [], [], np.arange(len(base)), level0
+    leaf, levels = {"branch": branch, "stop": None, "levels": 0}, []
+    while True:
+        if labelling.labels is None:
+            leaf["stop"] = "no active latent"
+            break
+        labels.append(labelling.labels)
+        if len(labels) >= settings.levels:
+            leaf["stop"] = "levels"
+            break
+        iteration = len(labels) - 1
+        reduction = reduce_dataset(labelling.labels, iteration, branch, settings.boundaries)
+        if reduction.stop:
+            leaf["stop"] = reduction.stop
+            break
+        positions.append(reduction.indices)
+        grid = grid[reduction.indices]
+        level = {"leaf": branch, "level": iteration + 1, **_factor_summary(base, grid)}
+        labelling, stop = train_and_label(grid, iteration)
+        levels.append({**level, "stop": stop, **({"active": _active(labelling)} if labelling else {})})
+        if labelling is None:
+            leaf["stop"] = "leaf level failed (best UDR below the threshold)"
+            break
+    leaf["levels"] = len(labels)
+    chain = leaf_run_labels(labels, positions[: len(labels) - 1], levels=len(labels)) if labels else None
+    return chain, leaf, levels
 
 
 def _active(labelling) -> dict:
