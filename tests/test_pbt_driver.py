@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from factories import factor_pixels_dataset
+
 from untwine.data import get_dataset
 from untwine.data.subset import SubsetDataset
 from untwine.errors import InvalidInputError
@@ -55,16 +55,16 @@ def test_sample_kl_is_log_q_minus_log_p_at_the_sample():
 
 def test_sample_kl_averages_to_the_analytic_kl():
     g = torch.Generator().manual_seed(0)
-    mean, logvar = torch.full((500, 1), 0.7), torch.full((500, 1), math.log(0.25))
+    mean, logvar = torch.full((200, 1), 0.7), torch.full((200, 1), math.log(0.25))
     x = torch.zeros(len(mean), 1)
     estimates = []
-    for _ in range(400):  # 200,000 samples in batches of 500
+    for _ in range(100):  # 20,000 samples in batches of 200
         z = mean + torch.exp(logvar / 2) * torch.randn(mean.shape, generator=g)
         terms = beta_tcvae_loss(torch.zeros_like(x), x, mean, logvar, z, kl_estimator="sample")
         estimates.append(terms["kl_loss"].item())
     sample = float(np.mean(estimates))
     expected = 0.5 * (0.7**2 + 0.25 - math.log(0.25) - 1)  # KL(N(0.7, 0.25) || N(0, 1))
-    assert sample == pytest.approx(expected, abs=0.01)
+    assert sample == pytest.approx(expected, abs=0.03)  # the estimate's sd is ~1: ~0.007 over 20,000 samples
     with pytest.raises(InvalidInputError, match="kl_estimator"):
         beta_tcvae_loss(torch.zeros_like(x), x, mean, logvar, z, kl_estimator="bogus")
 
