@@ -18,7 +18,17 @@ from untwine.data.subset import SubsetDataset
 from untwine.errors import InvalidInputError
 from untwine.methods.beta_tcvae import beta_tcvae_loss
 from untwine.selection.fitness import mig_fitness, parse_fitness, score, udr_fitness
-from untwine.selection.pbt import PBTSettings, _open, _units, build_bundle, train_interval
+from untwine.selection.pbt import (
+    EXPLORER_META,
+    PBTSettings,
+    _Driver,
+    _open,
+    _units,
+    build_bundle,
+    load_records,
+    round_dir,
+    train_interval,
+)
 from untwine.selection.pbt_schedule import Hyperparameters
 from untwine.selection.rpu import RPUSettings, leaf_run
 from untwine.selection.rpu_reduction import labelling_from_encodings
@@ -200,6 +210,58 @@ def test_a_resumed_member_starts_from_its_exploit_source(tmp_path):
     assert units[0]["start_from"].endswith("m1/round-000")
     assert units[0]["hyperparameters"] == exploit.hyperparameters.as_dict()
     assert units[2]["start_from"].endswith("m2/round-000") and units[2]["start_round"] == 1
+
+
+def _barrier(tmp_path, exploit: bool):
+    settings = PBTSettings(**{**SMALL, "population": 5, "exploit": exploit})
+    out = tmp_path / ("pbt" if exploit else "random")
+    store, explorer, best = _open(out, settings)
+    driver = _Driver(out, settings, explorer, store, best)
+    before = dict(explorer.hyperparameters)
+    results = {}
+    for m, fitness in enumerate([0.1, 0.5, 0.2, 0.3, 0.4]):
+        round_dir(out, m, 0).mkdir(parents=True)
+        (round_dir(out, m, 0) / "model-0").mkdir()
+        results[m] = {"round": 0, "fitness": fitness, **before[m].as_dict()}
+    result = driver.barrier(results)
+    assert driver.barrier(results) is None  # a generation is processed once
+    store.close()
+    return out, before, explorer, result
+
+
+def test_the_barrier_stores_the_generation_with_the_explorer_state(tmp_path):
+    out, before, explorer, result = _barrier(tmp_path, exploit=True)
+    (exploit,) = result.exploits
+    assert (exploit.target, exploit.source) == (0, 1)  # k = 1: the worst copies the best
+    records = load_records(out)
+    assert sorted(records.query("key == 'fitness'").value) == [0.1, 0.2, 0.3, 0.4, 0.5]
+    (event,) = records.query("key == 'exploit'").value
+    assert event["source"] == 1 and records.query("key == 'exploit'").model_id.tolist() == ["m0"]
+    from untwine.study.store import ResultStore
+
+    with ResultStore(out / "study.sqlite") as store:
+        assert store.meta(EXPLORER_META)["explorer"]["round"] == 1
+        assert store.meta(EXPLORER_META)["best"]["member"] == 1
+    assert (out / "best" / "model-0").is_dir()
+    assert explorer.hyperparameters[0] == exploit.hyperparameters != before[0]
+
+
+def test_random_search_keeps_every_member_own_values(tmp_path):
+    out, before, explorer, result = _barrier(tmp_path, exploit=False)
+    assert result.exploits == [] and explorer.hyperparameters == before
+    assert load_records(out).query("key == 'exploit'").empty
+
+
+def test_reproduction_settings_exist_at_both_scales():
+    from untwine.selection.estermann2020 import APPROACHES, scale_settings
+
+    for scale in ("cpu", "paper"):
+        settings = scale_settings(scale)
+        assert set(APPROACHES) <= set(settings)
+        assert settings["random_search"].exploit is False and settings["pbt_s_1000"].fitness == "mig:1000"
+    assert scale_settings("paper")["pbt_s"].population == 56
+    with pytest.raises(InvalidInputError):
+        scale_settings("laptop")
 
 
 # --- rPU-VAE's leaf run on known labels -----------------------------------------------------------------------------

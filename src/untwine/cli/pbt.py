@@ -55,6 +55,7 @@ def pbt_run(
     kl_estimator: str = typer.Option("sample", help="objective's KL: sample (rPU/Chen code) or analytic"),
     kl_estimate: str = typer.Option("code", help="UDR fitness KL: code (rPU's |mean log sigma|) or correct"),
     seed: int = typer.Option(0, help="master seed (hyperparameters, initialisations, explorer)"),
+    exploit: bool = typer.Option(True, "--exploit/--no-exploit", help="--no-exploit: random search, same compute"),
     address: Optional[str] = typer.Option(None, help="an existing Ray cluster (HOST:PORT or auto)"),
     num_cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray (default: all)"),
     cpus_per_trial: float = typer.Option(1.0, help="CPUs per member"),
@@ -78,6 +79,7 @@ def pbt_run(
         kl_estimate=kl_estimate,
         seed=seed,
         device=device,
+        exploit=exploit,
     )
     result = run_pbt(out, settings, address=address, num_cpus=num_cpus, cpus_per_trial=cpus_per_trial)
     best = result.best

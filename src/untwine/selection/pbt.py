@@ -22,11 +22,12 @@ How the pieces meet:
   (every trial is stopped). Tune's own random choices are not used.
 - The driver (the scheduler's barrier, one process) writes one row per member per generation into
   `P/study.sqlite` (`ResultStore.add_records`, kind "pbt": fitness, lr, batch_size, beta, samples, loss, exploits
-  and removals), the explorer's state into `P/explorer.json` and the best member over all rounds into `P/best/`;
-  at the end `P/final/` is an ordinary run directory of the best model (`untwine evaluate P/final`).
+  and removals) with the explorer's state (in the store's meta, the same transaction; `P/explorer.json` is a
+  readable copy) and copies the best member over all rounds into `P/best/`; at the end `P/final/` is an ordinary
+  run directory of the best model (`untwine evaluate P/final`).
 
-Resuming (a killed driver started again with the same settings): the explorer's state after its last generation
-is in explorer.json; every member restarts in a fresh Tune experiment from `members/m<id>/round-<R>/` (or its
+Resuming (a killed driver started again with the same settings): the explorer's state after its last stored
+generation is in the store; every member restarts in a fresh Tune experiment from `members/m<id>/round-<R>/` (or its
 exploit source's, with the explored hyperparameters), and a member that had already finished the next interval
 before the kill reads its stored result instead of training again. Tune's own experiment restore is not used: it
 does not keep the PBT scheduler's state.
@@ -93,6 +94,7 @@ class PBTSettings:
     max_retries: int = 10
     device: str = "cpu"
     subset: str | None = None  # a .npy of flat grid indices: train on that subset of the data set (rPU levels)
+    exploit: bool = True  # False: random search with the same compute (no copies; the best round is exported)
 
     def __post_init__(self):
         spec = parse_fitness(self.fitness, self.kl_estimate)
@@ -368,7 +370,11 @@ class _Driver:
         if round in self.done_rounds:
             return None
         scores = {m: float(r["fitness"]) for m, r in results.items()}
+        own = dict(self.explorer.hyperparameters)
         result = self.explorer.step(scores)
+        if not self.settings.exploit:  # random search: every member keeps its own state and values
+            result.exploits = []
+            self.explorer.hyperparameters = {m: own[m] for m in self.explorer.hyperparameters}
         self.done_rounds.add(round)
         if result.new_best:
             best = result.best
