@@ -321,3 +321,27 @@ def test_generation_table_from_records():
     (row,) = generation_table(records)
     assert row["best"] == "m1" and row["best_fitness"] == 0.6 and row["median_fitness"] == 0.4
     assert row["exploits"] == "m0<-m1" and row["members"] == 3
+
+
+# --- the CLI's bad input ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["pbt", "run", "--fitness", "elbo"], "unknown fitness 'elbo'"),
+        (["pbt", "run", "--population", "1"], "too small for truncation selection"),
+        (["pbt", "run", "--fitness", "mig:1000000"], "asks for 1000000 labelled images"),  # dSprites: 737,280
+        (["pbt", "report"], "holds no PBT run"),
+        (["rpu", "report"], "holds no finished rPU-VAE run"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_stores_nothing(tmp_path, capsys, args, message):
+    from untwine.cli import main
+
+    out = tmp_path / "p"
+    argv = [*args, str(out)] if args[1] == "report" else [*args, "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not out.exists()

@@ -616,9 +616,8 @@ def run_pbt(
 
     out = Path(out)
     start = time.perf_counter()
+    check_points(parse_fitness(settings.fitness, settings.kl_estimate), build_dataset(settings, dataset))
     store, explorer, best = _open(out, settings)
-    probe = build_dataset(settings, dataset)
-    check_points(parse_fitness(settings.fitness, settings.kl_estimate), probe)
     driver = _Driver(out, settings, explorer, store, best)
     ray_start_s = 0.0
     try:
