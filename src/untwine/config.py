@@ -25,6 +25,7 @@ METHODS = tuple(METHOD_HYPERPARAMETERS)
 METHOD_ALIASES = {"beta_tc_vae": "beta_tcvae", "betavae": "beta_vae", "factorvae": "factor_vae"}
 HYPERPARAMETERS = ("beta", "gamma", "c_max", "iteration_threshold", "lambda_od", "lambda_d_factor")
 TC_ESTIMATORS = ("reference", "mws", "mss")
+KL_ESTIMATORS = ("analytic", "sample")
 ARCHITECTURES = ("conv", "fc", "rpu_conv")  # rpu_conv: the rPU-VAE code's BatchNorm network (nn/conv.py)
 
 
@@ -69,6 +70,9 @@ class TrainConfig(BaseModel):
     lambda_d_factor: float | None = Field(None, ge=0.0, description="DIP-VAE: diagonal weight / lambda_od")
     tc_estimator: str | None = Field(
         None, description="beta-TCVAE: reference (MWS, constants dropped), mws (with log NM), mss (stratified)"
+    )
+    kl_estimator: str | None = Field(
+        None, description="beta-TCVAE: analytic (None; closed form, disentanglement_lib) or sample (Chen et al.'s code)"
     )
     discriminator_learning_rate: float | None = Field(None, gt=0.0, description="FactorVAE discriminator Adam lr")
     discriminator_adam_beta1: float | None = None
@@ -144,6 +148,10 @@ class TrainConfig(BaseModel):
                     raise ValueError(f"{name} is a {method} setting; this run's method is {self.method}")
         if self.architecture == "rpu_conv" and self.batch_size < 2:
             raise ValueError("the rpu_conv architecture (BatchNorm) needs batch_size >= 2 to train")
+        if self.kl_estimator is not None and self.method != "beta_tcvae":
+            raise ValueError(f"kl_estimator is a beta_tcvae setting; this run's method is {self.method}")
+        if self.kl_estimator is not None and self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"unknown kl_estimator {self.kl_estimator!r}; choose {', '.join(KL_ESTIMATORS)}")
         if self.tc_estimator is not None and self.tc_estimator not in TC_ESTIMATORS:
             raise ValueError(f"unknown tc_estimator {self.tc_estimator!r}; choose {', '.join(TC_ESTIMATORS)}")
         return self

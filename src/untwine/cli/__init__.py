@@ -1,7 +1,7 @@
 """The `untwine` command line: a thin skin over the library (parse, call, print).
 
 One module per command group: `train` (train, demo), `evaluate` (evaluate, report), `datasets`, `select`, `study`,
-`reproduce`.
+`pbt` (pbt, rpu), `reproduce`.
 Every error a user can cause (a bad argument, a missing or unwritable file, a diverged run, a run in use) prints
 one line `error: ...` on stderr and exits 2 (an evaluation prints one such line per failed metric); warnings print
 as one line `warning: ...`; an interrupt (Ctrl-C) prints one line `interrupted: ...` and exits 130.
@@ -15,7 +15,7 @@ import warnings
 
 import typer
 
-from untwine.cli import datasets, evaluate, reproduce, select, study, train  # noqa: F401  (each registers its commands)
+from untwine.cli import datasets, evaluate, pbt, reproduce, select, study, train  # noqa: F401  (each registers commands)
 from untwine.cli.app import app
 from untwine.errors import UntwineError
 

@@ -41,3 +41,22 @@ def holtz2022(
         events.stopped()
     console.print(path.read_text(), markup=False, soft_wrap=True)
     console.print(f"report: {path.resolve()}")
+
+
+@reproduce_app.command("estermann2020")
+def estermann2020(
+    out: Path = typer.Option(..., "--out", "-o", help="directory: one PBT/rPU run per approach and seed, table.json"),
+    scale: str = typer.Option("cpu", help="cpu (small populations and intervals) or paper (the paper's sizes)"),
+    seeds: str = typer.Option("0", help="seeds, e.g. 0-4 or 0,3"),
+    address: Optional[str] = typer.Option(None, help="an existing Ray cluster: HOST:PORT or auto (default: local)"),
+    cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray (default: all cores)"),
+) -> None:
+    """Estermann et al. 2020: PBT-VAE with a supervised (MIG) and an unsupervised (UDR) fitness, random search and
+    rPU-VAE on dSprites; the final models' MIG and DCI side by side (the paper's table). Rerun to continue."""
+    from untwine.cli.common import numbers
+    from untwine.reproduce.estermann2020 import reproduce_estermann2020, table_markdown
+
+    rows = reproduce_estermann2020(
+        out, scale, seeds=numbers(seeds, "seeds", int), address=address, num_cpus=cpus, progress=console.print
+    )
+    console.print(table_markdown(rows), markup=False, soft_wrap=True)

@@ -32,6 +32,7 @@ from untwine.errors import InvalidInputError
 from untwine.methods.beta_vae import bernoulli_reconstruction, gaussian_kl, logged_terms
 
 SAMPLING = ("mws", "mss")
+KL_ESTIMATORS = ("analytic", "sample")
 
 
 def gaussian_log_density(samples: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -109,10 +110,21 @@ def beta_tcvae_loss(
     beta=1.0,
     dataset_size: int | None = None,
     sampling: str = "mws",
+    kl_estimator: str = "analytic",
 ) -> dict[str, torch.Tensor]:
-    """loss, reconstruction_loss, kl_loss, regularizer (= KL + (beta - 1) TC), elbo, and total_correlation."""
+    """loss, reconstruction_loss, kl_loss, regularizer (= KL + (beta - 1) TC), elbo, and total_correlation.
+
+    kl_estimator "analytic" (disentanglement_lib): the Gaussian KL in closed form. "sample" (Chen et al.'s code,
+    which rPU-VAE trains with): the single-sample estimate sum_l log q(z_l|x) - log p(z_l) at the sampled z,
+    whose expectation is the same KL (unbiased, noisier gradients)."""
     tc = total_correlation(z, mean, logvar, dataset_size=dataset_size, sampling=sampling)
     reconstruction = bernoulli_reconstruction(logits, targets).mean()
-    kl = gaussian_kl(mean, logvar).mean()
+    if kl_estimator == "analytic":
+        kl = gaussian_kl(mean, logvar).mean()
+    elif kl_estimator == "sample":
+        zeros = torch.zeros_like(z)
+        kl = (gaussian_log_density(z, mean, logvar) - gaussian_log_density(z, zeros, zeros)).sum(1).mean()
+    else:
+        raise InvalidInputError(f"unknown kl_estimator {kl_estimator!r}; choose {', '.join(KL_ESTIMATORS)}")
     regularizer = kl + (beta - 1.0) * tc
     return logged_terms(reconstruction, kl, regularizer, total_correlation=tc)

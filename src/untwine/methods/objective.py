@@ -31,6 +31,7 @@ def objective_terms(
     discriminator=None,
     tc_estimator: str = "reference",
     dataset_size: int | None = None,
+    kl_estimator: str = "analytic",
 ) -> dict[str, torch.Tensor]:
     """The reference's logged terms of `method` for one batch; `step` is the global step before this update."""
     h = hyperparameters
@@ -45,7 +46,7 @@ def objective_terms(
         if needs_size and dataset_size is None:
             raise InvalidInputError(f"tc_estimator {tc_estimator!r} needs the data set's size")
         return beta_tcvae_loss(
-            logits, targets, mean, logvar, z, h["beta"], dataset_size if needs_size else None, sampling
+            logits, targets, mean, logvar, z, h["beta"], dataset_size if needs_size else None, sampling, kl_estimator
         )
     if method in ("dip_vae_i", "dip_vae_ii"):
         return dip_vae_loss(

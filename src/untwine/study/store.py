@@ -345,9 +345,11 @@ class ResultStore:
 
     # --- records -------------------------------------------------------------------------------------------
 
-    def add_records(self, kind: str, rows: Iterable[dict]) -> int:
+    def add_records(self, kind: str, rows: Iterable[dict], meta: dict | None = None) -> int:
         """Append per-step / per-generation records in one transaction. Each row: {"key", "value"} and
-        optionally "model_id" and "step"; a value that is not a number is stored as JSON text."""
+        optionally "model_id" and "step"; a value that is not a number is stored as JSON text. `meta` entries
+        (key -> JSON value) are written in the same transaction (e.g. a PBT explorer's state after the generation
+        the rows describe: after a crash the store holds both or neither)."""
         now = time.time()
         items = []
         for row in rows:
@@ -358,6 +360,8 @@ class ResultStore:
                 "INSERT INTO records (kind, model_id, step, key, value, text, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 items,
             )
+            for key, value in (meta or {}).items():
+                con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
         return len(items)
 
     def records(self, kind: str | None = None):

@@ -231,6 +231,7 @@ class Trainer:
             discriminator=self.discriminator,
             tc_estimator=self.config.tc_estimator or "reference",
             dataset_size=len(self.dataset),
+            kl_estimator=self.config.kl_estimator or "analytic",
         )
         if self.discriminator is not None:
             adversary = discriminator_loss(self.discriminator, z, permute_dims(z, self.generators["permute"]))
