@@ -190,3 +190,14 @@ def test_presets_lists_the_presets(capsys):
     assert code == 0
     assert "unsupervised_study_v1: 12600 models = 7 data sets" in out
     assert "cpu_study: 180 models (72 with the default seeds 0, 1) = 2 data sets" in out
+
+
+def test_a_model_line_names_every_axis_of_a_toml_grid():
+    from untwine.cli.study import _describe
+
+    grid = {"method": "beta_vae", "hyperparameter": "beta,latent_dim", "value": 1.0, "seed": 1, "dataset": "dsprites"}
+    assert _describe({**grid, "config": json.dumps({"beta": 4.0, "latent_dim": 16})}) == (
+        "beta_vae beta=4 latent_dim=16 seed 1 dsprites"
+    )
+    sweep = {"method": "factor_vae", "hyperparameter": "gamma", "value": 10.0, "seed": 0, "dataset": "dsprites"}
+    assert _describe(sweep) == "factor_vae gamma=10 seed 0 dsprites"

@@ -34,8 +34,13 @@ def _names(text: Optional[str]) -> Optional[list[str]]:
 
 
 def _describe(model: dict) -> str:
-    value = model.get("value")
-    setting = f"{model['hyperparameter']}={value:g}" if isinstance(value, (int, float)) else ""
+    value, axes = model.get("value"), [a for a in (model.get("hyperparameter") or "").split(",") if a]
+    config = model.get("config")
+    config = json.loads(config) if isinstance(config, str) else config or {}
+    if len(axes) > 1 and all(isinstance(config.get(a), (int, float)) for a in axes):  # a TOML grid of several axes
+        setting = " ".join(f"{a}={config[a]:g}" for a in axes)
+    else:
+        setting = f"{axes[0]}={value:g}" if axes and isinstance(value, (int, float)) else ""
     return " ".join(p for p in (model["method"], setting, f"seed {model['seed']}", model["dataset"]) if p)
 
 
