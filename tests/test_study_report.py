@@ -122,3 +122,18 @@ def test_study_report_renders_in_chromium(tmp_path, driver):  # noqa: F811
     )
     assert captions and all("model" in c for c in captions)
     assert "80.7%" in driver.find_element("id", "selection_transfer").text
+
+
+def test_models_left_running_by_a_dead_driver_show_as_pending(tmp_path):
+    frame = synthetic(seeds=2, datasets=("dsprites",), **{"eval.mean.mig.discrete_mig": lambda m, h, s, d: 0.1 * h})
+    frame.loc[frame.index[:2], "status"] = "failed"  # then started again: running
+    study = study_from_frame(tmp_path / "s", frame)
+    with study.store() as store:
+        store.mark_running(list(frame["model_id"][:2]))
+    models = lambda text: text.split('id="models"')[1].split("</table>")[0]  # noqa: E731  the Models section
+    assert ">running<" not in models(write_study_report(study.path).read_text()), "no driver: they are pending"
+    study.lock()  # a live driver: they are running
+    try:
+        assert ">running<" in models(write_study_report(study.path).read_text())
+    finally:
+        study.unlock()

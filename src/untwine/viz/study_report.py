@@ -311,6 +311,8 @@ def write_study_report(study_dir: str | Path) -> Path:
     with study.store() as store:
         frame = store.frame()
         description = store.meta("study") or {}
+    if study.driver_pid() is None and "status" in frame:  # "running" rows left by a driver that died are pending
+        frame.loc[frame["status"] == "running", "status"] = "pending"
     analyses = run_all(frame)
     figures: dict[str, list[Path]] = {}
     study.tables_dir.mkdir(parents=True, exist_ok=True)
