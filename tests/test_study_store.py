@@ -96,6 +96,27 @@ def test_register_refuses_a_known_id_with_another_config(store):
         store.register([model_row("a", 5, beta=2.0)])
 
 
+def test_a_model_stored_before_a_new_optional_field_is_still_the_same_model(store):
+    """TrainConfig gaining an optional field (None = the old behaviour) must not make a study "another study"."""
+    row = model_row("a", 0)
+    grown = {**row, "config": json.dumps({**json.loads(row["config"]), "kl_estimator": None})}
+    assert store.register([grown]) == 0
+    set_field = {**row, "config": json.dumps({**json.loads(row["config"]), "kl_estimator": "sample"})}
+    with pytest.raises(StudyStoreError, match=r"different config \(kl_estimator\)"):
+        store.register([set_field])
+
+
+def test_an_unset_field_is_not_part_of_a_models_identity():
+    from untwine.config import TrainConfig
+    from untwine.study.definition import config_hash, identity, seed_group
+
+    plain = TrainConfig.build(method="beta_tcvae", beta=6.0)
+    assert "kl_estimator" not in identity(plain) and None not in identity(plain).values()
+    chosen = TrainConfig.build(method="beta_tcvae", beta=6.0, kl_estimator="sample")
+    assert identity(chosen)["kl_estimator"] == "sample"
+    assert config_hash(chosen) != config_hash(plain) and seed_group(chosen) != seed_group(plain)
+
+
 def test_seed_groups_are_models_equal_but_for_the_seed(store):
     store.finish("a", {})
     store.finish("b", {})

@@ -32,8 +32,11 @@ def _digest(data: dict, length: int = 12) -> str:
 
 
 def identity(config: TrainConfig) -> dict:
-    """The config values that define the model (everything but `RUNTIME_FIELDS`)."""
-    return {k: v for k, v in config.model_dump().items() if k not in RUNTIME_FIELDS}
+    """The config values that define the model (everything but `RUNTIME_FIELDS`, and fields left unset: None).
+
+    Leaving out the unset fields keeps every model's identity when TrainConfig gains an optional field (default
+    None = the behaviour before it existed), so existing studies resume instead of retraining under new ids."""
+    return {k: v for k, v in config.model_dump().items() if k not in RUNTIME_FIELDS and v is not None}
 
 
 def config_hash(config: TrainConfig) -> str:

@@ -245,9 +245,11 @@ class ResultStore:
         known = {r[0]: r[1] for r in self._read("SELECT model_id, config FROM models")}
         for row in rows:
             stored = known.get(row["model_id"])
-            if stored is not None and json.loads(stored) != json.loads(row["config"]):
-                old, new = json.loads(stored), json.loads(row["config"])
-                differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            if stored is None:
+                continue
+            old, new = json.loads(stored), json.loads(row["config"])
+            differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))  # absent = None (unset)
+            if differ:
                 raise StudyStoreError(
                     f"model {row['model_id']} is stored with a different config ({', '.join(differ)}): "
                     f"{self.path.parent} holds a different study"
