@@ -734,6 +734,14 @@ def _missing_selection_note(unsupervised: dict) -> str | None:
     return "No " + " and no ".join(f"{m} score ({how[m]})" for m in missing) + " in this study yet."
 
 
+def _no_selection(key: str, title: str, unsupervised: dict) -> Analysis:
+    """The note-only Analysis of a selection analysis that lacks a supervised metric or an unsupervised score."""
+    note = _missing_selection_note(unsupervised) if not unsupervised else None
+    return Analysis(
+        key, title, "", note=note or "Needs a supervised disentanglement metric and an unsupervised selection score."
+    )
+
+
 def selection_correlations(frame: pd.DataFrame, representation: str = "mean") -> Analysis:
     """Spearman rank correlation between each unsupervised selection score (oriented so that higher = better) and
     each supervised metric, per data set: across specifications (the means over each seed group, Holtz et al.
@@ -741,13 +749,7 @@ def selection_correlations(frame: pd.DataFrame, representation: str = "mean") ->
     data, scores, unsupervised = _selection_inputs(frame, representation)
     title = "Unsupervised selection scores against the metrics (Holtz et al. Table 1, Duan et al.)"
     if not scores or not unsupervised:
-        note = _missing_selection_note(unsupervised) if not unsupervised else None
-        return Analysis(
-            "selection_correlations",
-            title,
-            "",
-            note=note or "Needs a supervised disentanglement metric and an unsupervised selection score.",
-        )
+        return _no_selection("selection_correlations", title, unsupervised)
     rows, matrices = [], {}
     for level, units in _selection_units(data, scores, unsupervised):
         for dataset, part in units.groupby("dataset", sort=True):
@@ -834,13 +836,7 @@ def selection_quality(frame: pd.DataFrame, representation: str = "mean") -> Anal
     data, scores, unsupervised = _selection_inputs(frame, representation)
     title = "Selecting by an unsupervised score (Duan et al., Holtz et al., Locatello et al. §5.4)"
     if not scores or not unsupervised:
-        note = _missing_selection_note(unsupervised) if not unsupervised else None
-        return Analysis(
-            "selection_quality",
-            title,
-            "",
-            note=note or "Needs a supervised disentanglement metric and an unsupervised selection score.",
-        )
+        return _no_selection("selection_quality", title, unsupervised)
     rows = []
     for level, units in _selection_units(data, scores, unsupervised):
         for dataset, part in units.groupby("dataset", sort=True):
