@@ -147,3 +147,23 @@ def test_a_group_of_one_seed_is_skipped_and_untraced_models_are_named(study, tmp
         select_study(copy, "dynamics")
     with pytest.raises(InvalidInputError, match="not a study directory"):
         select_study(tmp_path, "udr")
+
+
+def test_group_labels_name_the_method_and_only_the_settings_that_vary_within_it():
+    from untwine.selection.groups import group_labels
+
+    base_f = {"method": "factor_vae", "dataset": "dsprites", "beta": None, "discriminator_learning_rate": 1e-4}
+    base_b = {"method": "beta_vae", "dataset": "dsprites", "gamma": None, "discriminator_learning_rate": None}
+    specs = {
+        "f10": {**base_f, "gamma": 10.0},
+        "f40": {**base_f, "gamma": 40.0},
+        "b1": {**base_b, "beta": 1.0},
+        "b4": {**base_b, "beta": 4.0},
+    }
+    labels = group_labels(specs)
+    assert labels["f10"] == "method=factor_vae, gamma=10.0"
+    assert labels["b4"] == "method=beta_vae, beta=4.0"
+    assert len(set(labels.values())) == 4
+    # one method: the labels name only what varies, as before
+    one = group_labels({"a": {**base_b, "beta": 1.0}, "b": {**base_b, "beta": 4.0}})
+    assert one == {"a": "beta=1.0", "b": "beta=4.0"}

@@ -29,12 +29,24 @@ def specification(config) -> dict:
 
 def group_labels(specs: dict[str, dict]) -> dict[str, str]:
     """{key: label} for groups given by their specifications: each label names the settings that vary between the
-    groups (e.g. "beta=4.0, num_latent=8"), or the method if nothing varies."""
-    varying = sorted({k for spec in specs.values() for k in spec if len({repr(s.get(k)) for s in specs.values()}) > 1})
-    return {
-        key: ", ".join(f"{k}={spec.get(k)}" for k in varying) if varying else str(spec.get("method"))
-        for key, spec in specs.items()
-    }
+    groups (e.g. "beta=4.0, num_latent=8"), or the method if nothing varies. Where the method varies it comes first,
+    and a group's label leaves out settings its method does not have (None) or holds fixed across its groups (e.g.
+    "method=factor_vae, dataset=dsprites, gamma=10.0", not every discriminator setting)."""
+
+    def varies(key: str, among) -> bool:
+        return len({repr(s.get(key)) for s in among}) > 1
+
+    varying = sorted({k for spec in specs.values() for k in spec if varies(k, specs.values())})
+    if "method" in varying:
+        varying.remove("method")
+        varying.insert(0, "method")
+
+    def label(spec: dict) -> str:
+        same_method = [s for s in specs.values() if s.get("method") == spec.get("method")]
+        keys = [k for k in varying if k == "method" or (spec.get(k) is not None and varies(k, same_method))]
+        return ", ".join(f"{k}={spec.get(k)}" for k in keys)
+
+    return {key: label(spec) if varying else str(spec.get("method")) for key, spec in specs.items()}
 
 
 def seed_groups(run_dirs: Sequence, min_size: int = 2) -> dict[str, list]:
