@@ -36,7 +36,7 @@ def test_each_scale_is_a_traced_study_grid(tmp_path, scale, models):
         assert configs[0].steps == 300_000 and definition.evaluation["num_points"] is None
     if scale == "cpu":
         assert definition.evaluation["options"]["beta_vae"] == {"num_train": 100, "num_eval": 50}
-        assert definition.evaluation["options"]["fairness"] == {"num_train": 500, "num_test_points_per_class": 50}
+        assert definition.evaluation["options"]["fairness"] == {"num_train": 500}
         assert {c.seed for c in configs} == set(range(5))  # Table 1 by seeds: n = 2, 3, 4, 5
 
 

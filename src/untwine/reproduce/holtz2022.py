@@ -3,23 +3,29 @@ factors" (papers/holtz2022-training-dynamics-selection.md), reproduced through t
 
 1. a study grid (`holtz2022.toml`, written beside the study): beta-VAEs on dSprites, the conv architecture of
    Higgins et al., beta x latent size, several seeds per specification, traced during training (`trace_every`),
-   scored with the BetaVAE, FactorVAE and MIG metrics, clean and under the label-noise regimes 1-3 of Table 2;
-2. `study.runner.run_study` trains and evaluates it (resumable: rerun the same command to continue);
-3. `study.selection.select_study` scores every specification with the training-dynamics score and every model
-   with UDR (lasso and Spearman);
+   scored with the BetaVAE, FactorVAE and MIG metrics, clean and under the label-noise regimes 1-3 of Table 2, and
+   with the unfairness of downstream predictions (Table 4);
+2. `study.runner.run_study` trains and evaluates it (resumable: rerun the same command to continue; a directory
+   holding a smaller grid of the same models is extended, its models reused: `extend_study`, `adopt_runs`);
+3. `study.selection.select_study` scores every specification with the training-dynamics score (also from subsets
+   of its seeds) and every model with UDR (lasso and Spearman; with its pair scores);
 4. `viz.study_report.write_study_report` writes the study's report, and `comparison_report` the comparison with
-   the paper (`report.md`): Table 1 (Spearman of the dynamics ranking with each metric), Fig. 4a (the score by
-   beta and latent size), Table 3 (Pearson of noisy-label with clean scores), beside the paper's numbers.
+   the paper (`report.md`): Table 1 (Spearman of the unsupervised rankings with each metric, with all seeds and as
+   the number of seeds grows), Fig. 4a (the score by beta and latent size), Table 3 (Pearson of noisy-label with
+   clean scores), Table 4 (Spearman with the unfairness), beside the paper's numbers.
 
 Scales (`SCALES`):
 - `paper`: the paper's grid, beta in {1, 2, 4, 8, 16} x latent size in {2, 4, 8, 16, 32} x 25 seeds = 625 models
   (Table 1's largest seed count), 300,000 steps at the reference's Adam 1e-4 (disentanglement_lib's beta-VAE; the
   paper gives no step count), traced once per dSprites epoch (11,520 steps at batch 64: 27 trace steps x 100
-  samples), the metrics at the reference's sample sizes. For a GPU or a cluster (`--gpus-per-trial`, `--address`).
-- `cpu`: a documented subset for a 2-core CPU, about 45 minutes (the arithmetic is in README "Reproductions"):
-  beta in {1, 4, 16} x latent size in {2, 4, 16} x 3 seeds = 27 models, 800 steps at Adam 5e-4, traced every 80
-  steps (11 x 100 = 1,100 nodes per run), MIG on 500 points, BetaVAE / FactorVAE scores on 100 / 50 and 150 / 75
-  points (64 image pairs per point), each clean and under the three noise regimes.
+  samples), the metrics at the reference's sample sizes, the dynamics score of subsets of 5, 10 and 25 seeds (the
+  paper's). For a GPU or a cluster (`--gpus-per-trial`, `--address`).
+- `cpu`: a documented subset for a 2-core CPU, about 2 hours (the arithmetic is in docs/design-notes.md):
+  beta in {1, 2, 4, 16} x latent size in {2, 4, 8, 16} x 5 seeds = 80 models, 800 steps at Adam 5e-4, traced
+  every 80 steps (11 x 100 = 1,100 nodes per run), MIG and the unfairness on 500 points, BetaVAE / FactorVAE
+  scores on 100 / 50 and 150 / 75 points (64 image pairs per point), the first three clean and under the three
+  noise regimes; the dynamics score of every subset of 2, 3, 4 and 5 seeds. It holds the 27 models of the earlier
+  cpu scale (beta {1, 4, 16} x latent size {2, 4, 16} x 3 seeds), so an earlier cpu reproduction is extended.
 - `tiny` (for the tests): 3 specifications x 2 seeds of the fully-connected network, 20 steps, tiny metric sizes.
 """
 
@@ -56,6 +62,7 @@ class Scale:
     options: dict = field(default_factory=dict)
     label_noise: tuple[int, ...] = (1, 2, 3)
     metrics: tuple[str, ...] = METRICS + ("fairness",)  # fairness: Table 4's unfairness; no label noise for it
+    subset_sizes: tuple[int, ...] | None = None  # seeds per subset for the dynamics score (None: selection.seeds)
     description: str = ""
 
     @property
@@ -71,6 +78,7 @@ SCALES = {
         steps=300_000,
         trace_every=11_520,
         checkpoint_every=10_000,
+        subset_sizes=(5, 10, 25),
         description="the paper's grid: beta {1, 2, 4, 8, 16} x latent size {2, 4, 8, 16, 32} x 25 seeds, 300,000 "
         "steps, traced every dSprites epoch; metrics at the reference's sample sizes",
     ),
@@ -83,14 +91,10 @@ SCALES = {
         learning_rate=5e-4,
         checkpoint_every=200,
         num_points=500,
-        options={
-            "beta_vae": {"num_train": 100, "num_eval": 50},
-            "factor_vae": {"num_train": 150, "num_eval": 75},
-            "fairness": {"num_test_points_per_class": 50},
-        },
+        options={"beta_vae": {"num_train": 100, "num_eval": 50}, "factor_vae": {"num_train": 150, "num_eval": 75}},
         description="a 2-core CPU subset: beta {1, 2, 4, 16} x latent size {2, 4, 8, 16} x 5 seeds, 800 steps at "
-        "Adam 5e-4, traced every 80 steps; MIG on 500 points, BetaVAE / FactorVAE scores on 100 / 150 points, the "
-        "unfairness from 500 training codes and 50 per sensitive value",
+        "Adam 5e-4, traced every 80 steps; MIG and the unfairness on 500 points, BetaVAE / FactorVAE scores on 100 / "
+        "150 points",
     ),
     "tiny": Scale(
         betas=(1.0, 4.0, 16.0),
@@ -189,7 +193,7 @@ def reproduce(out: str | Path, scale: str = "cpu", options=None, events=None, de
     run_study(definition, study, options or RunOptions(), events)
     problems = []
     for kind, settings in (
-        ("dynamics", {}),
+        ("dynamics", {"subset_sizes": chosen.subset_sizes}),
         ("udr", {"correlation": "lasso", "device": device}),
         ("udr", {"correlation": "spearman", "device": device}),
     ):
@@ -489,7 +493,7 @@ def _seeds_grow(frame: pd.DataFrame) -> list[str]:
         "n - 1, averaged) and ranked against the mean metric of the same n models. A cell is the mean ± standard "
         "deviation over draws of n seeds (every subset of n of the seeds when there are at most 10, else 10 draws; "
         "the same seed positions in every specification), then in brackets the value with the first n seeds; the "
-        "last column uses every seed (one draw). The paper's ± is over what it does not say.",
+        "last column uses every seed (one draw). The paper does not say what its ± is taken over.",
         "",
     ]
 

@@ -236,8 +236,9 @@ def draw_seeds_grow(analysis: Analysis, out: Path) -> list[Path]:
                 if line.empty:
                     continue
                 std = line["spearman_std"].fillna(0.0)
-                ax.errorbar(line["seeds"], line["spearman_mean"], yerr=std, marker="o", ms=3, capsize=2, color=color,
-                            label=label)  # fmt: skip
+                shift = 0.08 * (i - (len(labels) - 1) / 2)  # side by side, not on top of each other
+                ax.errorbar(line["seeds"] + shift, line["spearman_mean"], yerr=std, marker="o", ms=3, capsize=2,
+                            color=color, label=label)  # fmt: skip
                 if label == "training dynamics" and metric in PAPER_DYNAMICS:
                     paper = PAPER_DYNAMICS[metric]
                     ax.errorbar(list(paper), [v[0] for v in paper.values()], yerr=[v[1] for v in paper.values()],
