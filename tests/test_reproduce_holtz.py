@@ -148,6 +148,15 @@ def test_more_seeds_extend_a_reproduction_and_reuse_its_models(tmp_path):
     assert (out / "study" / "study.sqlite").exists()
 
 
+def test_the_cpu_scale_holds_the_models_of_the_earlier_cpu_scale():
+    earlier = dataclasses.replace(
+        SCALES["cpu"], betas=(1.0, 4.0, 16.0), latent_dims=(2, 4, 16), seeds=3, metrics=holtz2022.METRICS
+    )
+    old, new = _definition(study_toml(earlier)), _definition(study_toml(SCALES["cpu"]))
+    assert len(old.models) == 27 and {m.model_id for m in old.models} < {m.model_id for m in new.models}
+    assert holtz2022.evaluation_changes(old.evaluation, new.evaluation) == []  # the unfairness is only added
+
+
 def test_a_reproduction_is_not_extended_by_another_grid_or_evaluation(tmp_path):
     out = tmp_path / "h"
     old = _definition(study_toml(SCALES["tiny"]))
@@ -175,7 +184,7 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_the_reproduction_runs_end_to_end_at_the_test_scale(tmp_path, capsys):
+def test_the_reproduction_runs_end_to_end_at_the_test_scale(tmp_path, capsys, monkeypatch):
     out = tmp_path / "holtz"
     assert main(["reproduce", "holtz2022", "--scale", "tiny", "--out", str(out), "--cpus", "2"]) == 0
     printed = capsys.readouterr().out
@@ -196,3 +205,17 @@ def test_the_reproduction_runs_end_to_end_at_the_test_scale(tmp_path, capsys):
     # rerun: nothing trained or scored again
     assert main(["reproduce", "holtz2022", "--scale", "tiny", "--out", str(out), "--cpus", "2"]) == 0
     assert "nothing to do: 6 of the 6 models are done" in capsys.readouterr().out
+    # a third seed: the study is extended, its 6 models reused (not trained again), 3 trained
+    finals = {p: p.stat().st_mtime_ns for p in (out / "study" / "runs").glob("*/checkpoints/final/state.json")}
+    monkeypatch.setitem(SCALES, "tiny", dataclasses.replace(SCALES["tiny"], seeds=3))
+    assert main(["reproduce", "holtz2022", "--scale", "tiny", "--out", str(out), "--cpus", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "reusing 6 trained model(s)" in printed and "9 models (9 done, 0 failed)" in printed
+    before = {p.parent.parent.parent.name: t for p, t in finals.items()}
+    after = {p.parent.parent.parent.name: p.stat().st_mtime_ns
+             for p in (out / "study" / "runs").glob("*/checkpoints/final/state.json")}  # fmt: skip
+    assert len(before) == 6 and len(after) == 9 and all(after[name] == t for name, t in before.items())
+    with ResultStore(out / "study" / "study.sqlite") as store:
+        frame = store.frame()
+    assert len(frame) == 9 and (frame["dynamics.num_realisations"] == 3).all()
+    assert "| MIG | training dynamics |" in (out / "report.md").read_text()  # Table 1 by seeds: n = 2, 3
