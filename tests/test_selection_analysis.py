@@ -108,3 +108,130 @@ def test_missing_scores_give_notes_not_errors():
     partial = synthetic(seeds=2, **{MIG: lambda m, h, s, d: 0.1 * h, UDR: lambda m, h, s, d: 0.1 * s})
     result = analysis.selection_correlations(partial)
     assert result.tables and "training dynamics" in result.note and "UDR" not in result.note
+
+
+# --- Holtz Table 1 as the number of seeds grows -----------------------------------------------------------------
+
+TC = "eval.mean.unsupervised.gaussian_total_correlation"
+
+
+def seeds_frame() -> pd.DataFrame:
+    """4 specifications g = 0..3 x 3 seeds, built so that each draw of seeds gives a known ranking:
+    - UDR: pairwise[j, i] = 3 - g between seeds 0 and 1, g for pairs with seed 2. Draw (0, 1) scores 3 - g (rho -1
+      with MIG = g); draws (0, 2), (1, 2) score g (+1); all three: each of seeds 0, 1 has median((3 - g + g) / 2)
+      and seed 2 has g, mean (3 + g) / 3 (+1).
+    - training dynamics (lower = better): stored subset scores g for (0, 1) (-1), 3 - g otherwise (+1).
+    - TC (lower = better) -g per model, against BetaVAE = g for seeds 0, 1 and 10 - 3g for seed 2: the draw means
+      are g for (0, 1) (+1), 5 - g for (0, 2) and (1, 2) (-1), (10 - g) / 3 for all three (-1)."""
+
+    def pairs(h, s):
+        return {str(j): float(3 - h if {s, j} == {0, 1} else h) for j in range(3) if j != s}
+
+    def subsets(h):
+        return [{"seeds": [0, 1], "score": float(h)}, {"seeds": [0, 2], "score": 3.0 - h},
+                {"seeds": [1, 2], "score": 3.0 - h}, {"seeds": [0, 1, 2], "score": 3.0 - h}]  # fmt: skip
+
+    return synthetic(
+        methods=("beta_vae",),
+        values=4,
+        seeds=3,
+        datasets=("dsprites",),
+        **{
+            MIG: lambda m, h, s, d: float(h),
+            "eval.mean.beta_vae.eval_accuracy": lambda m, h, s, d: float(h if s < 2 else 10 - 3 * h),
+            UDR: lambda m, h, s, d: 0.0,  # present; the subsets use the pair scores
+            "udr.lasso.pair_scores": lambda m, h, s, d: pairs(h, s),
+            DYN: lambda m, h, s, d: 3.0 - h,
+            "dynamics.subsets": lambda m, h, s, d: subsets(h),
+            TC: lambda m, h, s, d: -float(h),
+        },
+    )
+
+
+def test_seeds_grow_recomputes_each_score_from_each_draw_of_seeds():
+    result = analysis.selection_by_seeds(seeds_frame())
+    table = result.tables["selection_by_seeds"]
+    spread = np.std([-1.0, 1.0, 1.0], ddof=1)
+    for label in ("UDR (lasso)", "training dynamics"):
+        two = _row(table, unsupervised=label, metric="MIG", seeds=2)
+        assert two["draws"] == 3 and two["specifications"] == 4
+        assert two["spearman_mean"] == pytest.approx(1 / 3) and two["spearman_std"] == pytest.approx(spread)
+        assert two["spearman_first"] == pytest.approx(-1.0)  # the first two seeds
+        three = _row(table, unsupervised=label, metric="MIG", seeds=3)
+        assert three["draws"] == 1 and three["spearman_mean"] == pytest.approx(1.0)
+        assert np.isnan(three["spearman_std"])
+    # the supervised side is the mean over the draw's models too
+    tc_two = _row(table, unsupervised="TC (Gaussian)", metric="BetaVAE", seeds=2)
+    assert tc_two["spearman_first"] == pytest.approx(1.0) and tc_two["spearman_mean"] == pytest.approx(-1 / 3)
+    assert _row(table, unsupervised="TC (Gaussian)", metric="BetaVAE", seeds=3)["spearman_mean"] == pytest.approx(-1)
+    # the paper's column only for the training-dynamics score at its seed counts (none here: 2 and 3 seeds)
+    assert table["paper_mean"].isna().all()
+    draws = result.tables["selection_by_seeds_draws"]
+    assert len(draws[(draws["unsupervised"] == "UDR (lasso)") & (draws["metric"] == "MIG")]) == 4
+
+
+def test_seeds_grow_shows_the_paper_at_five_seeds_and_skips_stale_scores():
+    frame = synthetic(
+        methods=("beta_vae",),
+        values=3,
+        seeds=5,
+        datasets=("dsprites",),
+        **{MIG: lambda m, h, s, d: float(h), TC: lambda m, h, s, d: -float(h + 0.1 * s), DYN: lambda m, h, s, d: 1.0},
+    )
+    # dynamics subsets stored when the groups had other seeds (7 is not a seed of any group): not used
+    frame["dynamics.subsets"] = [[{"seeds": [0, 7], "score": 1.0}]] * len(frame)
+    table = analysis.selection_by_seeds(frame).tables["selection_by_seeds"]
+    assert sorted(table.loc[table["unsupervised"] == "TC (Gaussian)", "seeds"]) == [2, 3, 4, 5]
+    assert (table["unsupervised"] != "training dynamics").all()
+    five = _row(table, unsupervised="TC (Gaussian)", metric="MIG", seeds=5)
+    assert five["spearman_mean"] == pytest.approx(1.0) and five["specifications"] == 3
+    assert _row(table, unsupervised="TC (Gaussian)", metric="MIG", seeds=2)["draws"] == 10
+
+
+def test_seeds_grow_with_the_paper_column():
+    frame = synthetic(
+        methods=("beta_vae",),
+        values=3,
+        seeds=5,
+        datasets=("dsprites",),
+        **{MIG: lambda m, h, s, d: float(h), DYN: lambda m, h, s, d: 3.0 - h},
+    )
+    frame["dynamics.subsets"] = [[{"seeds": [0, 1, 2, 3, 4], "score": 3.0 - h}] for h in frame["value_index"]]
+    row = _row(analysis.selection_by_seeds(frame).tables["selection_by_seeds"], unsupervised="training dynamics")
+    assert row["seeds"] == 5 and row["spearman_mean"] == pytest.approx(1.0)
+    assert (row["paper_mean"], row["paper_std"]) == (0.60, 0.07)  # Holtz Table 1, MIG at n = 5
+
+
+# --- Holtz Table 4: unfairness ----------------------------------------------------------------------------------
+
+UNFAIR = "eval.mean.fairness.mean_fairness:mean_pred:mean_sens"
+
+
+def test_scores_against_unfairness_are_oriented_and_beside_the_paper():
+    unfair = {0: 0.3, 1: 0.1, 2: 0.2, 3: 0.0}
+    frame = synthetic(
+        methods=("beta_vae",),
+        values=4,
+        seeds=2,
+        datasets=("dsprites",),
+        **{
+            MIG: lambda m, h, s, d: float(h),
+            UNFAIR: lambda m, h, s, d: unfair[h] + 0.01 * s,
+            DYN: lambda m, h, s, d: float(h),  # lower = better: oriented -h
+        },
+    )
+    result = analysis.selection_fairness(frame)
+    table = result.tables["selection_fairness"]
+    # MIG ranks (0, 1, 2, 3) against unfairness ranks (3, 1, 2, 0): sum d^2 = 18, rho = 1 - 6 * 18 / (4 * 15) = -0.8
+    mig = _row(table, level="specification", score="MIG")
+    assert mig["spearman"] == pytest.approx(-0.8) and mig["kind"] == "supervised" and mig["n"] == 4
+    assert mig["paper_unfairness"] == -0.66 and mig["paper_clustering"] == -0.48
+    dyn = _row(table, level="specification", score="training dynamics")
+    assert dyn["spearman"] == pytest.approx(0.8) and dyn["kind"] == "unsupervised"
+    assert dyn["paper_unfairness"] == -0.72
+    assert table[(table["level"] == "model") & (table["score"] == "training dynamics")].empty
+    assert _row(table, level="model", score="MIG")["n"] == 8
+    matrix, count = result.data["matrices"]["dsprites"]
+    assert matrix.loc["MIG", "unfairness"] == pytest.approx(-0.8) and count == 8
+    # without the fairness metric: a note saying how to get it
+    assert "fairness" in analysis.selection_fairness(frame.drop(columns=[UNFAIR])).note

@@ -80,7 +80,8 @@ def test_analyze_writes_figures_tables_and_a_report(tmp_path, capsys):
     assert "53 models" in text  # 54 minus the failed one
     figures = sorted(p.name for p in study.figures_dir.glob("*.png"))
     assert "tc_vs_regularisation.png" in figures and "scores_by_hyperparameter_color_dsprites.png" in figures
-    assert len(figures) == 11  # with the selection correlations (the TC as an unsupervised score)
+    assert len(figures) == 12  # with the selection correlations and by seeds (the TC as an unsupervised score)
+    assert "selection_by_seeds.png" in figures
     transfer = pd.read_csv(study.tables_dir / "selection_transfer.csv")
     assert list(transfer["paper"]) == [0.807, 0.593, 0.626, 0.549]
     assert (transfer["draws"] > 0).all()
@@ -109,7 +110,7 @@ def test_study_report_renders_in_chromium(tmp_path, driver):  # noqa: F811
         "return Array.from(document.images).map(i => "
         "({complete: i.complete, width: i.naturalWidth, height: i.naturalHeight, src: i.src.slice(0, 22)}))"
     )
-    assert len(images) == 11
+    assert len(images) == 12
     for image in images:
         assert image["complete"] and image["width"] > 0 and image["height"] > 0, image
         assert image["src"].startswith("data:image/png"), image

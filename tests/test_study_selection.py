@@ -98,10 +98,21 @@ def test_udr_on_a_study_stores_each_groups_scores_once(study):
             assert row["udr.lasso.model_score"] == pytest.approx(expected)  # each model got its own score
             assert row["udr.lasso.num_models"] == 2
             assert RunDir(run).read_results()["udr.lasso.model_score"] == pytest.approx(expected)
+        # each model's column of the pairwise matrix, by the other model's seed (for Table 1 by seeds)
+        pairwise = direct["pairwise_disentanglement_scores"]
+        for i, model_id in enumerate(outcome.model_ids):
+            other = 1 - i
+            seed = int(frame.set_index("model_id").loc[outcome.model_ids[other], "seed"])
+            pairs = frame.set_index("model_id").loc[model_id, "udr.lasso.pair_scores"]
+            assert pairs == pytest.approx({str(seed): pairwise[other, i]})
     # a rerun keeps every group; --force scores them again
     again = select_study(out, "udr", num_points=100)
     assert [o.status for o in again] == ["kept", "kept"]
     assert _frame(out)["udr.lasso.elapsed_s"].tolist() == frame["udr.lasso.elapsed_s"].tolist()
+    # a group scored before the pair scores were stored is scored again
+    with ResultStore(out / "study.sqlite") as store:
+        store.add_results(outcomes[0].model_ids[0], {"udr.lasso.pair_scores": None})
+    assert [o.status for o in select_study(out, "udr", num_points=100)] == ["scored", "kept"]
     forced = select_study(out, "udr", force=True, num_points=100)
     assert [o.status for o in forced] == ["scored", "scored"]
     assert {i: v for o in forced for i, v in o.scores.items()} == pytest.approx(
@@ -120,6 +131,11 @@ def test_dynamics_on_a_study_and_on_the_command_line(study, capsys):
         direct = dynamics_for_runs(runs, store=False, t=2, n_components=3)
         assert group["dynamics.score"].tolist() == pytest.approx([direct["score"]] * 2)
         assert group["dynamics.realisation_score"].tolist() == pytest.approx(list(direct["realisation_scores"]))
+        # two seeds: one subset, the full set (Table 1 by seeds)
+        seeds = sorted(int(seed) for seed in group["seed"])
+        for subsets in group["dynamics.subsets"]:
+            assert [s["seeds"] for s in subsets] == [seeds]
+            assert subsets[0]["score"] == pytest.approx(direct["score"])
     assert main(["select", "dynamics", str(out), "--t", "2", "--components", "3"]) == 0
     assert "kept" in capsys.readouterr().out
 

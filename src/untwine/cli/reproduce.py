@@ -20,15 +20,16 @@ app.add_typer(reproduce_app, name="reproduce")
 @reproduce_app.command("holtz2022")
 def holtz2022(
     out: Path = typer.Option(..., "--out", "-o", help="directory: holtz2022.toml, study/, report.md"),
-    scale: str = typer.Option("cpu", help="cpu (27 models, ~45 min on 2 cores) or paper (625 models: GPU/cluster)"),
+    scale: str = typer.Option("cpu", help="cpu (80 models, ~2 h on 2 cores) or paper (625 models: GPU/cluster)"),
     address: Optional[str] = typer.Option(None, help="an existing Ray cluster: HOST:PORT or auto (default: local)"),
     cpus_per_trial: float = typer.Option(1.0, help="CPUs each model's trial asks for"),
     gpus_per_trial: float = typer.Option(0.0, help="GPUs each trial asks for; fractional shares a GPU"),
     cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray (default: all cores)"),
 ) -> None:
     """Holtz et al. 2022: beta-VAEs on dSprites (beta x latent size x seeds), traced; the training-dynamics score
-    and UDR against the BetaVAE / FactorVAE / MIG metrics (Table 1, Fig. 4a) and the metrics under label noise
-    (Table 3). Rerun the same command to continue an interrupted run."""
+    and UDR against the BetaVAE / FactorVAE / MIG metrics (Table 1, also as the seeds grow; Fig. 4a), the metrics
+    under label noise (Table 3) and the scores against the unfairness (Table 4). Rerun the same command to continue
+    an interrupted run, or to extend an earlier, smaller reproduction in the same directory (its models reused)."""
     from untwine.cli.study import _Console
     from untwine.reproduce.holtz2022 import reproduce
     from untwine.study.runner import RunOptions

@@ -180,16 +180,18 @@ def diffuse(operator, t: int) -> np.ndarray:
     return np.linalg.matrix_power(dense, t)
 
 
-def joint_embedding(kernels: Sequence[np.ndarray], n_components: int = 10) -> list[np.ndarray]:
+def joint_embedding(
+    kernels: Sequence[np.ndarray], n_components: int = 10, gram: np.ndarray | None = None
+) -> list[np.ndarray]:
     """Left singular vectors of the tall matrix [P_1^t; ...; P_R^t] (R N x N), split per realisation: R arrays
-    [N, n_components]. Computed from the eigenvectors of sum_r (P_r^t)^T P_r^t; the signs are arbitrary (shared by
-    all realisations, so distances between their embeddings do not depend on them)."""
+    [N, n_components]. Computed from the eigenvectors of sum_r (P_r^t)^T P_r^t (`gram`, if already known); the signs
+    are arbitrary (shared by all realisations, so distances between their embeddings do not depend on them)."""
     size = kernels[0].shape[0]
     if any(k.shape != (size, size) for k in kernels):
         raise InvalidInputError("the realisations' diffusion kernels must all be N x N over the same trace nodes")
     if not 1 <= n_components <= size:
         raise InvalidInputError(f"n_components must be between 1 and {size}, got {n_components}")
-    gram = sum(k.T @ k for k in kernels)
+    gram = sum(k.T @ k for k in kernels) if gram is None else gram
     values, vectors = linalg.eigh(gram, subset_by_index=[size - n_components, size - 1])
     order = np.argsort(values)[::-1]
     singular = np.sqrt(np.maximum(values[order], 0.0))
@@ -221,6 +223,25 @@ def mmd2(x, y, bandwidth: float | None = None, unbiased: bool = True) -> float:
     return float(within - 2 * kxy.mean())
 
 
+def _embedded_pairwise(
+    kernels: Sequence[np.ndarray], grams: Sequence[np.ndarray], n_components: int, max_points: int, seed: int
+) -> np.ndarray:
+    """Pairwise MMD^2 [R, R] between R realisations' joint embeddings (`joint_embedding`, from the realisations'
+    diffusion kernels P_r^t and their Gram matrices (P_r^t)^T P_r^t), on at most `max_points` nodes (the same for
+    every realisation, drawn with `seed`)."""
+    embeddings = joint_embedding(kernels, n_components, gram=sum(grams))
+    size = embeddings[0].shape[0]
+    if size > max_points:  # the same nodes for every realisation
+        keep = np.sort(np.random.default_rng(seed).choice(size, max_points, replace=False))
+        embeddings = [e[keep] for e in embeddings]
+    count = len(embeddings)
+    pairwise = np.zeros((count, count))
+    for r in range(count):
+        for q in range(r + 1, count):
+            pairwise[r, q] = pairwise[q, r] = mmd2(embeddings[r], embeddings[q])
+    return pairwise
+
+
 def dynamics_score(
     traces: Sequence,
     t: int | str = "auto",
@@ -233,10 +254,16 @@ def dynamics_score(
     t_max: int = 100,
     max_points: int = 2000,
     seed: int = 0,
+    subsets: Sequence[Sequence[int]] | None = None,
 ) -> dict:
     """The score of one specification from its R realisations' traces [T, n, F_r] (same steps and samples; F may
     differ). Returns {"score", "pairwise_mmd" [R, R], "realisation_scores" [R], "t", "t_per_realisation",
-    "timings" (seconds per phase)}."""
+    "timings" (seconds per phase)}.
+
+    `subsets` (index tuples of at least 2 realisations, e.g. `selection.seeds.seed_subsets`) adds
+    "subset_scores": the score of the specification from each subset's realisations alone -- equal to
+    `dynamics_score([traces[i] for i in subset])["score"]` (its own shared t, the median of its realisations' t;
+    its own joint embedding), with each realisation's operator, t and diffusion kernel computed once."""
     if len(traces) < 2:
         raise InvalidInputError(
             f"the training-dynamics score compares realisations: it needs at least 2, got {len(traces)}"
@@ -244,6 +271,10 @@ def dynamics_score(
     shapes = {np.shape(trace)[:2] for trace in traces}
     if len(shapes) > 1 or any(np.ndim(trace) != 3 for trace in traces):
         raise InvalidInputError(f"the traces must share their steps and samples; got shapes {sorted(shapes)}")
+    subsets = [tuple(int(i) for i in s) for s in subsets or ()]
+    bad = [s for s in subsets if len(s) < 2 or len(set(s)) != len(s) or not all(0 <= i < len(traces) for i in s)]
+    if bad:
+        raise InvalidInputError(f"a subset lists at least 2 distinct realisations out of {len(traces)}; got {bad[0]}")
     clock = [time.perf_counter()]
 
     def lap() -> float:
@@ -258,49 +289,74 @@ def dynamics_score(
     ]
     timings = {"kernel_s": lap()}
     per_realisation = [optimal_t(p, t_max) for p in operators] if t == "auto" else []
-    shared = int(round(float(np.median(per_realisation)))) if t == "auto" else int(t)
-    if shared < 1:
-        raise InvalidInputError(f"the diffusion time t must be a positive integer, got {t}")
     timings["diffusion_time_s"] = lap()
-    kernels = [diffuse(p, shared) for p in operators]
+
+    def shared_t(members: Sequence[int]) -> int:
+        chosen = int(round(float(np.median([per_realisation[i] for i in members])))) if t == "auto" else int(t)
+        if chosen < 1:
+            raise InvalidInputError(f"the diffusion time t must be a positive integer, got {t}")
+        return chosen
+
+    cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def diffused(members: Sequence[int], steps: int) -> tuple[list, list]:
+        for i in members:
+            if (i, steps) not in cache:
+                kernel = diffuse(operators[i], steps)
+                cache[i, steps] = kernel, kernel.T @ kernel
+        return [cache[i, steps][0] for i in members], [cache[i, steps][1] for i in members]
+
+    everyone = list(range(len(traces)))
+    shared = shared_t(everyone)
+    kernels, grams = diffused(everyone, shared)
     timings["diffusion_s"] = lap()
-    embeddings = joint_embedding(kernels, n_components)
-    timings["embedding_s"] = lap()
-    size = embeddings[0].shape[0]
-    if size > max_points:  # the same nodes for every realisation
-        keep = np.sort(np.random.default_rng(seed).choice(size, max_points, replace=False))
-        embeddings = [e[keep] for e in embeddings]
-    count = len(embeddings)
-    pairwise = np.zeros((count, count))
-    for r in range(count):
-        for q in range(r + 1, count):
-            pairwise[r, q] = pairwise[q, r] = mmd2(embeddings[r], embeddings[q])
-    timings["mmd_s"] = lap()
-    upper = pairwise[np.triu_indices(count, 1)]
-    return {
-        "score": float(upper.mean()),
+    pairwise = _embedded_pairwise(kernels, grams, n_components, max_points, seed)
+    timings["embedding_mmd_s"] = lap()
+    count = len(traces)
+    result = {
+        "score": float(pairwise[np.triu_indices(count, 1)].mean()),
         "pairwise_mmd": pairwise,
         "realisation_scores": pairwise.sum(axis=1) / (count - 1),
         "t": shared,
         "t_per_realisation": per_realisation,
         "timings": timings,
     }
+    if subsets:
+        scores = []
+        for members in subsets:
+            if sorted(members) == everyone:
+                scores.append(result["score"])
+                continue
+            within = _embedded_pairwise(*diffused(members, shared_t(members)), n_components, max_points, seed)
+            scores.append(float(within[np.triu_indices(len(members), 1)].mean()))
+        result["subset_scores"] = scores
+        timings["subsets_s"] = lap()
+    return result
 
 
 def dynamics_for_runs(
     run_dirs: Sequence,
     group: str | None = None,
     store: bool = True,
+    max_subsets: int = 10,
+    subset_sizes: Sequence[int] | None = None,
     **options,
 ) -> dict:
     """The training-dynamics score of a specification from its runs' traces (`untwine train --trace-every N`).
 
     The runs must have traced the same observations at the same steps; `group` names them in errors. With `store`,
     merges `dynamics.score` (the specification's), `dynamics.realisation_score`, `dynamics.num_realisations` and
-    `dynamics.t` into each run's results.json. Options: those of `dynamics_score`."""
+    `dynamics.t` into each run's results.json. Options: those of `dynamics_score`.
+
+    Unless `max_subsets` is 0, the score is also recomputed from subsets of the runs' seeds (Holtz et al. Table 1
+    "as the number of seeds grows"; `selection.seeds.all_subsets`: up to `max_subsets` draws of each size of
+    `subset_sizes`), stored as `dynamics.subsets` = [{"seeds": [...], "score": ...}, ...] (sizes ascending, the
+    full set last; [] without subsets) and returned as result["subsets"]. Their cost is stored apart from the
+    score's (result["elapsed_s"]) as `dynamics.subsets_elapsed_s` (per run). Runs with repeated seeds get none."""
     from safetensors.torch import load_file
 
     from untwine.runs import RunDir
+    from untwine.selection.seeds import all_subsets
     from untwine.training.trace import SAMPLES_FILE, TRACE_DIR, has_trace, read_trace
 
     start = time.perf_counter()
@@ -322,17 +378,29 @@ def dynamics_for_runs(
     factors = [load_file(run.path / TRACE_DIR / SAMPLES_FILE)["factors"] for run in runs]
     if any(f.shape != factors[0].shape or not bool((f == factors[0]).all()) for f in factors[1:]):
         raise InvalidInputError(f"the runs{label} traced different observations (data set or trace_samples differ)")
-    result = dynamics_score([trace for _, trace in loaded], **options)
+    seeds = [run.config().seed for run in runs]
+    order = sorted(range(len(runs)), key=lambda i: seeds[i])  # positions in the seeds sorted ascending -> runs
+    subsets = []
+    if max_subsets > 0 and len(set(seeds)) == len(seeds):
+        subsets = [tuple(order[p] for p in positions) for _, _, positions in
+                   all_subsets(len(runs), max_subsets, subset_sizes)]  # fmt: skip
+    result = dynamics_score([trace for _, trace in loaded], subsets=subsets, **options)
     result["runs"] = [run.name for run in runs]
-    result["elapsed_s"] = time.perf_counter() - start
+    subsets_s = result["timings"].get("subsets_s", 0.0)
+    result["elapsed_s"] = time.perf_counter() - start - subsets_s
+    result["subsets"] = [
+        {"seeds": sorted(seeds[i] for i in members), "score": score}
+        for members, score in zip(subsets, result.get("subset_scores", []))
+    ]
     if store:
         for run, own in zip(runs, result["realisation_scores"]):
-            run.update_results(
-                {
-                    "dynamics.score": result["score"],
-                    "dynamics.realisation_score": float(own),
-                    "dynamics.num_realisations": len(runs),
-                    "dynamics.t": result["t"],
-                }
-            )
+            values = {
+                "dynamics.score": result["score"],
+                "dynamics.realisation_score": float(own),
+                "dynamics.num_realisations": len(runs),
+                "dynamics.t": result["t"],
+                "dynamics.subsets": result["subsets"],  # [] (not left stale) when none were asked for
+                "dynamics.subsets_elapsed_s": subsets_s / len(runs),
+            }
+            run.update_results(values)
     return result

@@ -260,7 +260,10 @@ def udr_for_runs(
 ) -> dict:
     """UDR of a group of runs that share everything but the seed (spec §2.1, reference defaults: 1,000 points in
     batches of 10, evaluation seed 0). Returns `udr`'s dict plus "runs" (names) and "elapsed_s"; with `store`,
-    merges `udr.<correlation>.model_score` (and `.num_models`, `.num_informative`) into each run's results.json."""
+    merges `udr.<correlation>.model_score` (and `.num_models`, `.num_informative`) into each run's results.json,
+    and `udr.<correlation>.pair_scores`: {seed of j: pairwise[j, i]} over the group's other runs j (the run's column
+    of the pairwise matrix, from which its score within any subset of the seeds follows:
+    `selection.seeds.udr_subset_score`; {} when seeds repeat)."""
     start = time.perf_counter()
     representations, kl, runs = encode_runs(run_dirs, num_points, batch_size, eval_seed, device, group)
     names = [run.name for run in runs]
@@ -276,12 +279,16 @@ def udr_for_runs(
     result["runs"] = names
     result["elapsed_s"] = time.perf_counter() - start
     if store:
+        seeds = [run.config().seed for run in runs]
+        pairwise = result["pairwise_disentanglement_scores"]
         for i, run in enumerate(runs):
+            pairs = {str(seeds[j]): float(pairwise[j, i]) for j in range(len(runs)) if j != i}
             run.update_results(
                 {
                     f"udr.{correlation}.model_score": float(result["model_scores"][i]),
                     f"udr.{correlation}.num_models": len(runs),
                     f"udr.{correlation}.num_informative": int(result["num_informative"][i]),
+                    f"udr.{correlation}.pair_scores": pairs if len(set(seeds)) == len(seeds) else {},
                 }
             )
     return result

@@ -8,7 +8,9 @@ by method, hyperparameter and seed (§5.3, Table 5), the transfer of model selec
 correlations of the metrics with downstream accuracy and sample efficiency (Fig. 5). From Hartmann (2021): score
 distributions by model (Fig. 7), data set (Fig. 8), hyperparameter (Fig. 9-11) and seed. Model selection without
 labels (Duan et al. 2020, Holtz et al. 2022): the unsupervised scores' rank correlation with the metrics (Holtz
-Table 1), the quality of the model they select, and the metrics' robustness to label noise (Holtz Table 3).
+Table 1), also as the number of seeds per specification grows, the quality of the model they select, the scores'
+correlation with the unfairness of downstream predictions (Holtz Table 4) and the metrics' robustness to label
+noise (Holtz Table 3).
 
 Each function returns an `Analysis`: tables (written as CSV), the data its figure needs, a caption that says what
 it shows and on how many models, and a note instead of a crash when the study lacks what it needs (a metric, a
@@ -21,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from untwine.errors import InvalidInputError
 
 # The disentanglement scores of Locatello et al., untwine metric and key (mean representation unless asked).
 SCORES: dict[str, tuple[str, str]] = {
@@ -66,6 +70,11 @@ PAPER_DYNAMICS = {
     "FactorVAE": {5: (0.56, 0.21), 10: (0.60, 0.09), 25: (0.60, 0.04)},
     "MIG": {5: (0.60, 0.07), 10: (0.65, 0.03), 25: (0.69, 0.02)},
 }
+# Holtz et al. 2022 Table 4: Spearman correlation of each score with the unfairness of Locatello et al. (2019, "On the
+# fairness of disentangled representations") and with an RL agent's sample efficiency on COBRA's clustering task.
+PAPER_FAIRNESS = {"training dynamics": -0.72, "BetaVAE": -0.75, "FactorVAE": -0.80, "MIG": -0.66}
+PAPER_CLUSTERING = {"training dynamics": -0.59, "BetaVAE": -0.51, "FactorVAE": -0.56, "MIG": -0.48}
+UNFAIRNESS = ("fairness", "mean_fairness:mean_pred:mean_sens")  # metric and key of the paper's unfairness score
 # Holtz et al. 2022 Table 3: Pearson correlation of noisy-label with clean scores, noise regimes 1, 2, 3.
 PAPER_LABEL_NOISE = {"BetaVAE": (0.69, 0.54, 0.47), "FactorVAE": (0.84, 0.75, 0.63), "MIG": (0.86, 0.76, 0.67)}
 # Methods whose hyperparameter loosens (not tightens) the constraint as it grows: left out of Fig. 1, as the paper.
@@ -810,6 +819,127 @@ def _paper_table1(label: str, metric: str, seeds: int) -> tuple[int | None, floa
     return nearest, PAPER_DYNAMICS[metric][nearest][0]
 
 
+def _spearman(u: pd.Series, s: pd.Series) -> float:
+    """Spearman rho of two aligned series over their common non-missing entries; NaN if either is constant."""
+    pair = pd.DataFrame({"u": u, "s": s}).dropna()
+    if len(pair) < 3 or pair["u"].nunique() < 2 or pair["s"].nunique() < 2:
+        return np.nan
+    return float(pair["u"].corr(pair["s"], method="spearman"))
+
+
+def _draws_of_group(models: pd.DataFrame, label: str, column: str, direction: int):
+    """(size, draw, model ids, oriented unsupervised score of the specification) for each draw of a seed group's
+    seeds (`models`: the group's finished models sorted by seed; `selection.seeds`):
+    - training dynamics: the subset scores the group stores (`dynamics.subsets`, recomputed at scoring time);
+    - UDR: each member's median pair score against the draw's other members (`udr.*.pair_scores`), averaged;
+    - a per-model score (TC, Wasserstein correlation): the mean over the draw's members."""
+    from untwine.selection.seeds import all_subsets, udr_subset_score
+
+    ids, seeds = models["model_id"].astype(str).tolist(), [int(s) for s in models["seed"]]
+    by_seed = dict(zip(seeds, ids))
+    if label in PER_SPECIFICATION:
+        stored = [v for v in models.get("dynamics.subsets", pd.Series(dtype=object)) if isinstance(v, list) and v]
+        if not stored:
+            return
+        draws: dict[int, int] = {}
+        for entry in stored[0]:
+            members = [int(seed) for seed in entry["seeds"]]
+            if any(seed not in by_seed for seed in members):
+                continue  # scored when the group had other seeds
+            draw = draws[len(members)] = draws.get(len(members), -1) + 1
+            yield len(members), draw, [by_seed[seed] for seed in members], direction * float(entry["score"])
+        return
+    pairs_column = column.replace(".model_score", ".pair_scores") if column.startswith("udr.") else None
+    if pairs_column is not None:
+        pairs = models.get(pairs_column, pd.Series(dtype=object)).tolist()
+        if len(pairs) != len(ids) or not all(isinstance(p, dict) and p for p in pairs):
+            return
+    values = pd.to_numeric(models[column], errors="coerce").to_numpy()
+    for size, draw, positions in all_subsets(len(ids)):
+        if pairs_column is not None:
+            subset = [str(seeds[p]) for p in positions]
+            try:
+                score = np.mean([udr_subset_score(pairs[p], str(seeds[p]), subset) for p in positions])
+            except InvalidInputError:  # pair scores from when the group had other seeds
+                return
+        else:
+            score = float(np.mean(values[list(positions)]))
+        yield size, draw, [ids[p] for p in positions], direction * score
+
+
+def selection_by_seeds(frame: pd.DataFrame, representation: str = "mean") -> Analysis:
+    """Holtz et al. Table 1 as the number of seeds per specification grows: for n = 2, 3, ... seeds, the Spearman
+    correlation across specifications (per data set) between each unsupervised score recomputed from n of a
+    specification's realisations and the mean supervised metric of the same n models; mean and std over draws of
+    n seeds (`selection.seeds.seed_subsets`), and the value with the first n seeds."""
+    data, scores, unsupervised = _selection_inputs(frame, representation)
+    title = "Unsupervised scores against the metrics as the number of seeds grows (Holtz et al. Table 1)"
+    if not scores or not unsupervised:
+        return _no_selection("selection_by_seeds", title, unsupervised)
+    groups = data.assign(seed_group=data["seed_group"] if "seed_group" in data.columns else
+                         data[["method", "dataset", "value_index"]].astype(str).agg("/".join, axis=1))  # fmt: skip
+    metric_values = {metric: pd.to_numeric(data[target], errors="coerce").set_axis(data["model_id"].astype(str))
+                     for metric, target in scores.items()}  # fmt: skip
+    draws = []
+    for (dataset, group), models in groups.groupby(["dataset", "seed_group"], sort=True):
+        models = models.sort_values("seed")
+        if len(models) < 2 or models["seed"].duplicated().any():
+            continue
+        for label, (column, direction) in unsupervised.items():
+            for size, draw, members, value in _draws_of_group(models, label, column, direction):
+                row = {"dataset": dataset, "seed_group": group, "unsupervised": label, "seeds": size, "draw": draw,
+                       "u": value}  # fmt: skip
+                draws.append({**row, **{metric: float(v.loc[members].mean()) for metric, v in metric_values.items()}})
+    if not draws:
+        return Analysis("selection_by_seeds", title, "", note="Needs seed groups of at least 2 models with scores.")
+    draws = pd.DataFrame(draws)
+    per_draw = []
+    for (dataset, label, size, draw), part in draws.groupby(["dataset", "unsupervised", "seeds", "draw"], sort=True):
+        for metric in scores:
+            per_draw.append({"dataset": dataset, "unsupervised": label, "metric": metric, "seeds": size,
+                             "draw": draw, "specifications": len(part),
+                             "spearman": _spearman(part["u"], part[metric])})  # fmt: skip
+    per_draw = pd.DataFrame(per_draw)
+    rows = []
+    for (dataset, label, metric, size), part in per_draw.groupby(
+        ["dataset", "unsupervised", "metric", "seeds"], sort=True
+    ):
+        rho = part["spearman"].dropna()
+        if rho.empty:
+            continue
+        paper = PAPER_DYNAMICS.get(metric, {}).get(size) if label == "training dynamics" else None
+        first = part.loc[part["draw"] == 0, "spearman"]
+        rows.append({"dataset": dataset, "unsupervised": label, "metric": metric, "seeds": size,
+                     "draws": len(rho), "specifications": int(part["specifications"].median()),
+                     "spearman_mean": rho.mean(), "spearman_std": rho.std(ddof=1) if len(rho) > 1 else np.nan,
+                     "spearman_first": first.iloc[0] if len(first) else np.nan,
+                     "paper_mean": paper[0] if paper else np.nan,
+                     "paper_std": paper[1] if paper else np.nan})  # fmt: skip
+    if not rows:
+        return Analysis(
+            "selection_by_seeds", title, "", note="Needs at least 3 specifications (seed groups) of one data set."
+        )
+    table = pd.DataFrame(rows)
+    n = int(data["model_id"].nunique())
+    caption = (
+        "For n seeds per specification: each specification's unsupervised score recomputed from n of its "
+        "realisations (training dynamics: its MMD score over the joint embedding of the n realisations' traces; "
+        "UDR: each of the n models scored against the other n - 1 only, then averaged; TC, Wasserstein "
+        "correlation: the mean over the n models), ranked across the specifications of a data set against the mean "
+        f"supervised metric of the same n models ({representation} representation; unsupervised scores oriented so "
+        "that a positive correlation means agreement). Mean and standard deviation of the Spearman correlation over "
+        "draws of n seeds (all subsets of n of the S seeds when there are at most 10, else the first n and 9 random "
+        "ones; the same seed positions in every specification), and the value with the first n seeds. Holtz et "
+        "al. Table 1 (training dynamics, 25 specifications on dSprites): BetaVAE 0.54 / 0.57 / 0.61, FactorVAE "
+        "0.56 / 0.60 / 0.60, MIG 0.60 / 0.65 / 0.69 at n = 5 / 10 / 25 (columns 'paper_*'; the paper does not say "
+        f"what its ± is taken over). Rests on {_models(n)}."
+    )
+    return Analysis(
+        "selection_by_seeds", title, caption, {"selection_by_seeds": table, "selection_by_seeds_draws": per_draw},
+        _missing_selection_note(unsupervised), n, {"table": table},
+    )  # fmt: skip
+
+
 def select_by(unsupervised: np.ndarray, supervised: np.ndarray) -> dict:
     """How good the unit with the best unsupervised score (higher = better) is by the supervised score: its score
     (the mean over units tied for best), the best and the worst score, the mean of a uniformly random unit, its rank
@@ -872,6 +1002,65 @@ def selection_quality(frame: pd.DataFrame, representation: str = "mean") -> Anal
         n,
         {"table": table},
     )
+
+
+def selection_fairness(frame: pd.DataFrame, representation: str = "mean") -> Analysis:
+    """Holtz et al. Table 4 ("unfairness" column): Spearman correlation, per data set, between each score -- the
+    unsupervised selection scores (oriented so that higher = better) and the supervised metrics -- and the
+    unfairness of downstream predictions (Locatello et al. 2019's mean unfairness, metric `fairness`; lower =
+    fairer): across specifications (group means, as the paper) and across models (per-model scores)."""
+    data, scores, unsupervised = _selection_inputs(frame, representation)
+    title = "Scores against the unfairness of downstream predictions (Holtz et al. Table 4)"
+    metric, key = UNFAIRNESS
+    target = f"eval.{representation}.{metric}.{key}"
+    if _numeric(data, target) is None:
+        return Analysis(
+            "selection_fairness", title, "",
+            note="No unfairness score: evaluate the study with the fairness metric (metrics = [..., \"fairness\"]).",
+        )  # fmt: skip
+    ranked = {label: (column, direction) for label, (column, direction) in unsupervised.items()}
+    ranked.update({label: (column, 1) for label, column in scores.items()})
+    rows, matrices = [], {}
+    for level, units in _selection_units(data, {**scores, "unfairness": target}, unsupervised):
+        for dataset, part in units.groupby("dataset", sort=True):
+            for label, (column, direction) in ranked.items():
+                if level == "model" and label in PER_SPECIFICATION:
+                    continue
+                u = direction * pd.to_numeric(part[column], errors="coerce")
+                rho = _spearman(u, pd.to_numeric(part[target], errors="coerce"))
+                count = int(pd.concat([u, part[target]], axis=1).dropna().shape[0])
+                if count < 3:
+                    continue
+                rows.append({"dataset": dataset, "level": level, "score": label,
+                             "kind": "unsupervised" if label in unsupervised else "supervised", "n": count,
+                             "spearman": rho, "paper_unfairness": PAPER_FAIRNESS.get(label, np.nan),
+                             "paper_clustering": PAPER_CLUSTERING.get(label, np.nan)})  # fmt: skip
+            if level == "specification":
+                found = [r for r in rows if r["dataset"] == dataset and r["level"] == level]
+                if found:
+                    matrix = pd.DataFrame(
+                        {"unfairness": [r["spearman"] for r in found]}, index=[r["score"] for r in found]
+                    )
+                    matrices[dataset] = (matrix, int(part["seeds"].sum()))
+    if not rows:
+        return Analysis("selection_fairness", title, "", note="Needs at least 3 specifications of one data set.")
+    table = pd.DataFrame(rows)
+    n = int(data["model_id"].nunique())
+    caption = (
+        "Spearman rank correlation between each score and the unfairness of downstream predictions (Locatello et "
+        f"al. 2019, mean over targets and sensitive factors of the total-variation distance; {representation} "
+        "representation; lower = fairer), per data set, across specifications (each scored by the mean over its "
+        "models, as Holtz et al.) and across models. Unsupervised scores are oriented so that higher = better, so "
+        "a negative correlation means that a better score goes with fairer predictions. Holtz et al. Table 4 on "
+        "dSprites: training dynamics -0.72, BetaVAE -0.75, FactorVAE -0.80, MIG -0.66 (column 'paper_unfairness'); "
+        "its other column, the sample efficiency of an RL agent on COBRA's clustering task ('paper_clustering': "
+        "-0.59 / -0.51 / -0.56 / -0.48), needs MONet, COBRA's exploration policy and transition model, which untwine "
+        f"does not have (docs/design-notes.md). Rests on {_models(n)}."
+    )
+    return Analysis(
+        "selection_fairness", title, caption, {"selection_fairness": table}, _missing_selection_note(unsupervised),
+        n, {"matrices": matrices} if matrices else {},
+    )  # fmt: skip
 
 
 def label_noise_columns(frame: pd.DataFrame, representation: str = "mean") -> list[tuple[str, int, str, str]]:
@@ -951,7 +1140,9 @@ ANALYSES = (
     unsupervised_vs_scores,
     downstream_correlations,
     selection_correlations,
+    selection_by_seeds,
     selection_quality,
+    selection_fairness,
     label_noise_robustness,
 )
 

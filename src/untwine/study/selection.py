@@ -2,10 +2,12 @@
 by seed group (models equal but for the seed, `ResultStore.seed_groups`), each group scored with the run-level
 functions (`selection.udr.udr_for_runs`, `selection.dynamics.dynamics_for_runs`), and the scores stored both in
 each run's results.json and in the study's store, so they are `udr.<correlation>.*` / `dynamics.*` columns of
-`ResultStore.frame()` for the analyses (`study.analysis.selection_correlations`, `selection_quality`).
+`ResultStore.frame()` for the analyses (`study.analysis.selection_correlations`, `selection_quality`,
+`selection_by_seeds`: UDR's pair scores and the dynamics score of subsets of the seeds are stored with the scores).
 
-Idempotent: a group whose models all hold the score, computed over as many models as the group has now, is kept as
-it is (rerun with `force` to score it again, e.g. with other options); a group that gained seeds is scored again.
+Idempotent: a group whose models all hold the score (and the seeds-grow data: `subset_key`), computed over as many
+models as the group has now, is kept as it is (rerun with `force` to score it again, e.g. with other options); a
+group that gained seeds is scored again.
 A group with fewer than two finished models is skipped and named. A group that cannot be scored (a model without
 informative latents, traces missing) is reported with its one-line reason and the others go on; the error is raised
 at the end (every line), with the scored groups already stored. The study's driver lock is held throughout, so a
@@ -56,6 +58,12 @@ def score_keys(kind: str, correlation: str = "lasso") -> tuple[str, str, str]:
     raise InvalidInputError(f"unknown selection {kind!r}; choose {' or '.join(KINDS)}")
 
 
+def subset_key(kind: str, correlation: str = "lasso") -> str:
+    """The key of what the seeds-grow analysis (`study.analysis.selection_by_seeds`) needs from a scored group:
+    UDR's pair scores, the dynamics score's subset scores. A group scored before they existed is scored again."""
+    return f"udr.{correlation}.pair_scores" if kind == "udr" else "dynamics.subsets"
+
+
 def _labels(models: dict[str, dict], groups: dict[str, list[str]]) -> dict[str, str]:
     import json
 
@@ -77,7 +85,8 @@ def select_study(
 ) -> list[GroupScore]:
     """Score every seed group of the study in `study_dir` with `kind` ("udr" or "dynamics") and store the scores.
     `options`: those of `udr_for_runs` (correlation, num_points, batch_size, eval_seed, filter_low_kl,
-    kl_threshold, no_informative, device) or of `dynamics_score` (t, n_components, seed, ...). `on_group` is
+    kl_threshold, no_informative, device) or of `dynamics_for_runs` (max_subsets, subset_sizes) and
+    `dynamics_score` (t, n_components, seed, ...). `on_group` is
     called with each group's outcome as it is known. Returns every group's outcome."""
     from untwine.runs import RunDir
     from untwine.selection.dynamics import dynamics_for_runs
@@ -85,6 +94,8 @@ def select_study(
     from untwine.training.trace import has_trace
 
     prefix, score_key, count_key = score_keys(kind, options.get("correlation", "lasso"))
+    correlation = options.get("correlation", "lasso")
+    required = [score_key] if options.get("max_subsets") == 0 else [score_key, subset_key(kind, correlation)]
     study = StudyDir(study_dir)
     study.store().close()  # a clear error if there is no study here, before taking its lock
     study.lock()
@@ -109,7 +120,8 @@ def select_study(
                     outcome.status = "skipped"
                     outcome.reason = f"{len(ids)} finished model ({ids[0]}); a group needs at least 2 seeds"
                 elif not force and all(
-                    results[i].get(score_key) is not None and results[i].get(count_key) == len(ids) for i in ids
+                    all(results[i].get(k) is not None for k in required) and results[i].get(count_key) == len(ids)
+                    for i in ids
                 ):
                     outcome.status = "kept"
                     outcome.scores = {i: float(results[i][score_key]) for i in ids}
@@ -133,13 +145,14 @@ def _score(outcome: GroupScore, runs: list, kind: str, prefix: str, score_key: s
     group's keys into the store, one transaction per model."""
     start = time.perf_counter()
     try:
-        score(runs, group=outcome.label, **options)
+        result = score(runs, group=outcome.label, **options)
     except UntwineError as exc:
         outcome.status = "failed"
         outcome.reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return
     outcome.elapsed_s = time.perf_counter() - start
-    per_model = {f"{prefix}elapsed_s": outcome.elapsed_s / len(runs)}  # the group's cost shared by its models
+    # the score's own cost (without the dynamics score's seed subsets), shared by the group's models
+    per_model = {f"{prefix}elapsed_s": result.get("elapsed_s", outcome.elapsed_s) / len(runs)}
     for model_id, run in zip(outcome.model_ids, runs):
         results = run.update_results(per_model)
         store.add_results(model_id, {k: v for k, v in results.items() if k.startswith(prefix)})

@@ -216,6 +216,45 @@ def draw_transfer(analysis: Analysis, out: Path) -> list[Path]:
     return [_png(fig, out / "selection_transfer.png")]
 
 
+def draw_seeds_grow(analysis: Analysis, out: Path) -> list[Path]:
+    """Holtz Table 1 by seeds: per data set and metric, the mean Spearman (± std over draws of seeds) of each
+    unsupervised score against n, with the paper's training-dynamics values at n = 5, 10, 25."""
+    from untwine.study.analysis import PAPER_DYNAMICS
+
+    table = analysis.data["table"]
+    datasets = sorted(table["dataset"].unique())
+    metrics = list(dict.fromkeys(table["metric"]))
+    labels = list(dict.fromkeys(table["unsupervised"]))
+    fig, axes = _grid(len(datasets), len(metrics), width=3.4, height=2.8, gap_h=0.9)
+    for r, dataset in enumerate(datasets):
+        for c, metric in enumerate(metrics):
+            ax = axes[r, c]
+            part = table[(table["dataset"] == dataset) & (table["metric"] == metric)]
+            for i, label in enumerate(labels):
+                line = part[part["unsupervised"] == label].sort_values("seeds")
+                color = COLORS[i % len(COLORS)]
+                if line.empty:
+                    continue
+                std = line["spearman_std"].fillna(0.0)
+                shift = 0.08 * (i - (len(labels) - 1) / 2)  # side by side, not on top of each other
+                ax.errorbar(line["seeds"] + shift, line["spearman_mean"], yerr=std, marker="o", ms=3, capsize=2,
+                            color=color, label=label)  # fmt: skip
+                if label == "training dynamics" and metric in PAPER_DYNAMICS:
+                    paper = PAPER_DYNAMICS[metric]
+                    ax.errorbar(list(paper), [v[0] for v in paper.values()], yerr=[v[1] for v in paper.values()],
+                                marker="s", ms=4, capsize=2, linestyle=":", mfc="none", color=color,
+                                label="training dynamics (paper)")  # fmt: skip
+            ax.axhline(0.0, color="0.6", linewidth=0.8)
+            ax.set_ylim(-1.05, 1.05)
+            ax.set_title(f"{dataset}: {metric}", fontsize=9)
+            ax.set_xlabel("seeds per specification", fontsize=8)
+            ax.set_ylabel("Spearman", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(True, color="0.9")
+    axes[0, -1].legend(fontsize=6)
+    return [_png(fig, out / "selection_by_seeds.png")]
+
+
 DRAW = {
     "tc_vs_regularisation": draw_tc,
     "metric_correlations": draw_matrices,
@@ -227,9 +266,18 @@ DRAW = {
     "variance_explained": draw_variance,
     "selection_transfer": draw_transfer,
     "selection_correlations": draw_matrices,
+    "selection_by_seeds": draw_seeds_grow,
+    "selection_fairness": draw_matrices,
 }
-# analyses whose tables are shown on the page (the others' are only linked as CSV files)
-SHOWN_TABLES = ("selection_transfer", "variance_explained", "selection_quality", "label_noise")
+# tables shown on the page (the others are only linked as CSV files)
+SHOWN_TABLES = (
+    "selection_transfer",
+    "variance_explained",
+    "selection_by_seeds",
+    "selection_quality",
+    "selection_fairness",
+    "label_noise",
+)
 
 
 # --- HTML ------------------------------------------------------------------------------------------------------
@@ -285,7 +333,7 @@ def render_study_report(name: str, description: dict, frame: pd.DataFrame, analy
         if analysis.caption and not figures.get(analysis.key):
             parts.append(f"<p>{html.escape(analysis.caption)}</p>")
         for table_name, table in analysis.tables.items():
-            if analysis.key in SHOWN_TABLES:
+            if table_name in SHOWN_TABLES:
                 parts.append(_table_html(table))
             parts.append(f'<p class="meta">Table: tables/{html.escape(table_name)}.csv ({len(table)} rows)</p>')
         sections.append((analysis.key, analysis.title, "".join(parts)))
