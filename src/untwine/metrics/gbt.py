@@ -44,6 +44,7 @@ device the model ran on.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 
@@ -61,290 +62,414 @@ N_INTERNAL = 2**MAX_DEPTH - 1  # heap-ordered nodes: children of h are 2h + 1, 2
 N_NODES = 2 ** (MAX_DEPTH + 1) - 1
 FEATURE_THRESHOLD = np.float32(1e-7)
 EPSILON = float(np.finfo(np.float64).eps)
+NEAR_TIE = 1e-12  # cut estimates closer than this (relative) are compared on their exact proxies
 ESTIMATORS = ("untwine", "sklearn")
 
 
 # --- compiled kernels -------------------------------------------------------------------------------------------
+# Layout: per-tree arrays are rows ([trees, N]); each tree of a stage is grown start to end by one thread
+# (`_grow`), so no result depends on the number of threads.
 
 
 @numba.njit(cache=True)
-def _negative_gradient(raw, y, offsets, n_classes, neg_grad, y01):
-    """neg_grad[i, t] = -(dloss / draw[i, t]) and y01[i, t] = the tree's 0/1 target, for every classifier."""
-    n = raw.shape[0]
-    for i in range(n):
-        for c in range(n_classes.shape[0]):
-            o = offsets[c]
-            if n_classes[c] == 2:  # half-binomial, as sklearn's cgradient_half_binomial
-                yt = float(y[i, c])
-                r = raw[i, o]
-                if r > -37.0:
-                    e = np.exp(-r)
-                    grad = ((1.0 - yt) - yt * e) / (1.0 + e)
-                else:
-                    grad = np.exp(r) - yt
-                neg_grad[i, o] = -grad
-                y01[i, o] = yt
-            else:  # half-multinomial: softmax with the max subtracted
-                k_count = n_classes[c]
-                m = raw[i, o]
-                for k in range(1, k_count):
-                    if m < raw[i, o + k]:
-                        m = raw[i, o + k]
-                total = 0.0
-                for k in range(k_count):
-                    neg_grad[i, o + k] = np.exp(raw[i, o + k] - m)
-                    total += neg_grad[i, o + k]
-                for k in range(k_count):
-                    p = neg_grad[i, o + k] / total
-                    target = 1.0 if y[i, c] == k else 0.0
-                    neg_grad[i, o + k] = -(p - target)
-                    y01[i, o + k] = target
+def _negative_gradient(raw, y, offsets, n_classes, i, neg_grad):
+    """neg_grad[t, i] = -(dloss / draw[t, i]) of sample i for every tree column t of every classifier."""
+    for c in range(n_classes.shape[0]):
+        o = offsets[c]
+        if n_classes[c] == 2:  # half-binomial, as sklearn's cgradient_half_binomial
+            yt = float(y[c, i])
+            r = raw[o, i]
+            if r > -37.0:
+                e = np.exp(-r)
+                grad = ((1.0 - yt) - yt * e) / (1.0 + e)
+            else:
+                grad = np.exp(r) - yt
+            neg_grad[o, i] = -grad
+        else:  # half-multinomial: softmax with the max subtracted
+            k_count = n_classes[c]
+            m = raw[o, i]
+            for k in range(1, k_count):
+                if m < raw[o + k, i]:
+                    m = raw[o + k, i]
+            total = 0.0
+            for k in range(k_count):
+                neg_grad[o + k, i] = np.exp(raw[o + k, i] - m)
+                total += neg_grad[o + k, i]
+            for k in range(k_count):
+                p = neg_grad[o + k, i] / total
+                target = 1.0 if y[c, i] == k else 0.0
+                neg_grad[o + k, i] = -(p - target)
 
 
 @numba.njit(cache=True)
-def _node_sums(values, node, n_nodes):
-    """Per tree and node: (count, sum, sum of squares) of `values` over the samples in the node."""
-    n, trees = values.shape
-    count = np.zeros((trees, n_nodes))
-    total = np.zeros((trees, n_nodes))
-    squares = np.zeros((trees, n_nodes))
-    for t in range(trees):
-        for i in range(n):
-            h = node[i, t]
-            v = values[i, t]
-            count[t, h] += 1.0
-            total[t, h] += v
-            squares[t, h] += v * v
-    return count, total, squares
+def _proxy(s_left, c, node_count, node_sum):
+    """sklearn's proxy of the impurity improvement, sum_l^2 / n_l + sum_r^2 / n_r with sum_r = sum - sum_l."""
+    n_left = float(c)
+    s_right = node_sum - s_left
+    return s_left * s_left / n_left + s_right * s_right / (node_count - n_left)
 
 
 @numba.njit(cache=True)
-def _local_nodes(node, first, searched):
-    """[N, trees] int8: j when the sample is in searched node first + j, else -1 (compact for the scan)."""
-    n, trees = node.shape
-    width = searched.shape[1]
-    local = np.full((n, trees), -1, dtype=np.int8)
-    for i in range(n):
-        for t in range(trees):
-            j = node[i, t] - first
-            if 0 <= j < width and searched[t, j]:
-                local[i, t] = j
-    return local
+def _best_cut(x_f, index, a, b, g, node_count, node_sum, reciprocal):
+    """Best cut of one node along one feature: the node's samples are index[a:b] in the feature's sorted order,
+    x_f their values, g their negative gradients. Returns (proxy, threshold); proxy -inf where no cut exists.
 
-
-@numba.njit(parallel=True, cache=True)
-def _split_search(sorted_x, order, neg_grad, local, node_count, node_sum):
-    """Best cut of every searched node (local index j >= 0), per feature: proxy, threshold, and the node's
-    smallest and largest value of the feature (sklearn's constant-feature test).
-
-    One pass per feature over the samples in that feature's sorted order; for each sample and tree, the running
-    (count, sum) of the sample's node is the left side of the cut just below the sample, summed in the order
-    sklearn sums it. Exact proxies sum_l^2 / n_l + sum_r^2 / n_r are computed only for cuts whose estimate
-    (reciprocal products, relative error < 1e-15) comes within 1e-9 of the node's best so far, so the comparisons
-    are sklearn's.
+    As sklearn's best splitter: the left sum runs over the samples in sorted order; a cut below a sample needs its
+    value above the previous one + 1e-7 (float32); the first cut of largest proxy wins (strict >); threshold
+    a / 2 + b / 2 in float64. Division-free screening: cuts are ranked on estimates sum_l^2 (1 / n_l) + sum_r^2
+    (1 / n_r) (reciprocals from a table; relative error < 1e-15 of the proxy); the exact proxies are computed
+    only when an estimate lies within NEAR_TIE of the winner's, so every decision is the exact proxies' one.
     """
-    n_features, n = sorted_x.shape
-    trees, width = node_count.shape
-    best = np.full((n_features, trees, width), -np.inf)
-    threshold = np.zeros((n_features, trees, width))
-    lowest = np.zeros((n_features, trees, width), dtype=np.float32)
-    highest = np.zeros((n_features, trees, width), dtype=np.float32)
-    reciprocal = 1.0 / np.arange(n + 1, dtype=np.float64)
-    for f in numba.prange(n_features):
-        # per (tree, node): running count, running sum, node count, node sum, screen, last value
-        state = np.zeros((trees, width, 6))
-        for t in range(trees):
-            for j in range(width):
-                state[t, j, 2] = node_count[t, j]
-                state[t, j, 3] = node_sum[t, j]
-                state[t, j, 4] = -np.inf
-        for p in range(n):
-            i = order[f, p]
-            v = sorted_x[f, p]
-            for t in range(trees):
-                j = local[i, t]
-                if j < 0:
-                    continue
-                st = state[t, j]
-                c = st[0]
-                if c == 0.0:
-                    lowest[f, t, j] = v
+    size = numba.uint64(b - a)  # unsigned indices: no negative-index wraparound in the loop
+    start = numba.uint64(a)
+    above = below = -np.inf  # the winner's estimate times (1 + NEAR_TIE) and (1 - NEAR_TIE)
+    exact = np.nan  # the winner's proxy once computed
+    win_c = numba.uint64(0)  # the winner's left count (0: no cut yet), left sum and threshold
+    win_s = win_cut = 0.0
+    s_left = 0.0
+    last = x_f[numba.uint64(index[start])]
+    for c in range(size):
+        c = numba.uint64(c)
+        i = numba.uint64(index[start + c])
+        v = x_f[i]
+        if v > last + FEATURE_THRESHOLD:
+            s_right = node_sum - s_left
+            estimate = s_left * s_left * reciprocal[c] + s_right * s_right * reciprocal[size - c]
+            if estimate > below:
+                better = estimate > above
+                if not better:  # a near tie: decided on the exact proxies
+                    if exact != exact:
+                        exact = _proxy(win_s, win_c, node_count, node_sum)
+                    proxy = _proxy(s_left, c, node_count, node_sum)
+                    better = proxy > exact
+                    if better:
+                        exact = proxy
                 else:
-                    previous = np.float32(st[5])
-                    if v > previous + FEATURE_THRESHOLD:
-                        s_left = st[1]
-                        s_right = st[3] - s_left
-                        r = st[2] - c
-                        estimate = s_left * s_left * reciprocal[int(c)] + s_right * s_right * reciprocal[int(r)]
-                        if estimate >= st[4]:
-                            proxy = s_left * s_left / c + s_right * s_right / r
-                            if proxy > best[f, t, j]:
-                                best[f, t, j] = proxy
-                                st[4] = proxy * (1.0 - 1e-9)
-                                threshold[f, t, j] = np.float64(previous) / 2.0 + np.float64(v) / 2.0
-                st[0] = c + 1.0
-                st[1] += neg_grad[i, t]
-                st[5] = v
-        for t in range(trees):
-            for j in range(width):
-                highest[f, t, j] = np.float32(state[t, j, 5])
-    return best, threshold, lowest, highest
-
-
-@numba.njit(parallel=True, cache=True)
-def _root_search(sorted_x, order, neg_grad, node_count, node_sum):
-    """`_split_search` for the roots, which hold every sample: the cut positions are the same for every tree."""
-    n_features, n = sorted_x.shape
-    trees = node_count.shape[0]
-    best = np.full((n_features, trees, 1), -np.inf)
-    threshold = np.zeros((n_features, trees, 1))
-    lowest = np.zeros((n_features, trees, 1), dtype=np.float32)
-    highest = np.zeros((n_features, trees, 1), dtype=np.float32)
-    for f in numba.prange(n_features):
-        run_sum = np.zeros(trees)
-        screen = np.full(trees, -np.inf)
-        lowest[f, :, 0] = sorted_x[f, 0]
-        highest[f, :, 0] = sorted_x[f, n - 1]
-        for p in range(n):
-            i = order[f, p]
-            v = sorted_x[f, p]
-            if p > 0 and v > sorted_x[f, p - 1] + FEATURE_THRESHOLD:
-                c = float(p)
-                r = float(n - p)
-                inv_c = 1.0 / c
-                inv_r = 1.0 / r
-                for t in range(trees):
-                    s_left = run_sum[t]
-                    s_right = node_sum[t] - s_left
-                    estimate = s_left * s_left * inv_c + s_right * s_right * inv_r
-                    if estimate >= screen[t]:
-                        proxy = s_left * s_left / c + s_right * s_right / r
-                        if proxy > best[f, t, 0]:
-                            best[f, t, 0] = proxy
-                            screen[t] = proxy * (1.0 - 1e-9)
-                            threshold[f, t, 0] = np.float64(sorted_x[f, p - 1]) / 2.0 + np.float64(v) / 2.0
-            for t in range(trees):
-                run_sum[t] += neg_grad[i, t]
-    return best, threshold, lowest, highest
+                    exact = np.nan
+                if better:
+                    above = estimate * (1.0 + NEAR_TIE)
+                    below = estimate * (1.0 - NEAR_TIE)
+                    win_c, win_s = c, s_left
+                    win_cut = np.float64(last) / 2.0 + np.float64(v) / 2.0
+        s_left += g[i]
+        last = v
+    if win_c == 0:
+        return -np.inf, 0.0
+    if exact != exact:
+        exact = _proxy(win_s, win_c, node_count, node_sum)
+    return exact, win_cut
 
 
 @numba.njit(cache=True)
-def _rand_int(state, t, low, high):
-    """sklearn's rand_int(low, high) on its xorshift `our_rand_r` (state per tree, uint32, 0 replaced by 1)."""
-    s = state[t]
+def _rand_int(state, low, high):
+    """sklearn's rand_int(low, high) on its xorshift `our_rand_r` (state[0]: uint32, 0 replaced by 1)."""
+    s = state[0]
     if s == 0:
         s = 1
     s ^= (s << 13) & 0xFFFFFFFF
     s ^= s >> 17
     s ^= (s << 5) & 0xFFFFFFFF
-    state[t] = s
+    state[0] = s
     return low + (s % 2147483648) % (high - low)
 
 
 @numba.njit(cache=True)
-def _feature_order(state, features, constants, n_known, searched, is_constant, visit, n_total):
-    """The order in which sklearn's best splitter visits the features of one node per tree (`node_split_best`'s
+def _feature_order(state, features, constants, known, is_constant, visit):
+    """The order in which sklearn's best splitter visits the features of one node (`node_split_best`'s
     Fisher-Yates draws over the splitter's persistent `features` array, skipping known and found constant
-    features). visit[t, :] gets the evaluated features in order, padded with -1; n_total[t] the node's constant
-    count handed to its children."""
-    trees, d = features.shape
-    for t in range(trees):
-        visit[t, :] = -1
-        if not searched[t]:
+    features). visit gets the evaluated features in order, padded with -1; returns the node's constant count
+    handed to its children."""
+    d = features.shape[0]
+    visit[:] = -1
+    f_i = d
+    n_visited = 0
+    n_found = 0
+    n_drawn = 0
+    total = known
+    count = 0
+    while f_i > total and (n_visited < d or n_visited <= n_found + n_drawn):
+        n_visited += 1
+        f_j = _rand_int(state, n_drawn, f_i - n_found)
+        if f_j < known:
+            features[n_drawn], features[f_j] = features[f_j], features[n_drawn]
+            n_drawn += 1
             continue
-        f_i = d
-        n_visited = 0
-        n_found = 0
-        n_drawn = 0
-        known = n_known[t]
-        total = known
-        count = 0
-        while f_i > total and (n_visited < d or n_visited <= n_found + n_drawn):
-            n_visited += 1
-            f_j = _rand_int(state, t, n_drawn, f_i - n_found)
-            if f_j < known:
-                features[t, n_drawn], features[t, f_j] = features[t, f_j], features[t, n_drawn]
-                n_drawn += 1
-                continue
-            f_j += n_found
-            feature = features[t, f_j]
-            if is_constant[t, feature]:
-                features[t, f_j], features[t, total] = features[t, total], features[t, f_j]
-                n_found += 1
-                total += 1
-                continue
-            f_i -= 1
-            features[t, f_i], features[t, f_j] = features[t, f_j], features[t, f_i]
-            visit[t, count] = feature
-            count += 1
-        features[t, :known] = constants[t, :known]
-        constants[t, known : known + n_found] = features[t, known : known + n_found]
-        n_total[t] = total
+        f_j += n_found
+        feature = features[f_j]
+        if is_constant[feature]:
+            features[f_j], features[total] = features[total], features[f_j]
+            n_found += 1
+            total += 1
+            continue
+        f_i -= 1
+        features[f_i], features[f_j] = features[f_j], features[f_i]
+        visit[count] = feature
+        count += 1
+    features[:known] = constants[:known]
+    constants[known : known + n_found] = features[known : known + n_found]
+    return total
+
+
+# One growing tree's nodes in heap order (children of h: 2h + 1, 2h + 2): the gradient's count, sum and sum of
+# squares (row order), impurity, sklearn's constant-feature count, the node's samples at start:stop (of `members`,
+# in row order, and of each feature's sorted list); per internal node and feature the best proxy, cut and
+# constancy; the feature visiting order; the split (feature -1 at leaves), threshold and impurity decrease
+# n_t imp_t - n_l imp_l - n_r imp_r.
+_Nodes = collections.namedtuple(
+    "_Nodes",
+    "count total squares impurity n_constant start stop best cut constant visit feature threshold decrease",
+)
+
+
+@numba.njit(cache=True)
+def _new_nodes(d):
+    return _Nodes(
+        np.zeros(N_NODES),
+        np.zeros(N_NODES),
+        np.zeros(N_NODES),
+        np.zeros(N_NODES),
+        np.zeros(N_NODES, dtype=np.int64),
+        np.zeros(N_NODES, dtype=np.int64),
+        np.zeros(N_NODES, dtype=np.int64),
+        np.zeros((N_INTERNAL, d)),
+        np.zeros((N_INTERNAL, d)),
+        np.zeros((N_INTERNAL, d), dtype=np.bool_),
+        np.zeros((N_INTERNAL, d), dtype=np.int64),
+        np.zeros(N_INTERNAL, dtype=np.int64),
+        np.zeros(N_INTERNAL),
+        np.zeros(N_INTERNAL),
+    )
+
+
+@numba.njit(cache=True)
+def _searched(tree, h):
+    """sklearn calls node_split on node h (depth < 3): at least 2 samples, impurity above eps."""
+    return tree.count[h] >= 2.0 and tree.impurity[h] > EPSILON
+
+
+@numba.njit(cache=True)
+def _search(tree, h, lists, x_t, g, reciprocal):
+    """Every feature's best cut at node h (lists[f, start:stop]: its samples in f's sorted order), and which
+    features are constant there (sklearn's max <= min + 1e-7)."""
+    a, b = tree.start[h], tree.stop[h]
+    for f in range(x_t.shape[0]):
+        x_f, index = x_t[f], lists[f]
+        tree.best[h, f], tree.cut[h, f] = _best_cut(x_f, index, a, b, g, tree.count[h], tree.total[h], reciprocal)
+        tree.constant[h, f] = tree.best[h, f] == -np.inf and x_f[index[b - 1]] <= x_f[index[a]] + FEATURE_THRESHOLD
+
+
+@numba.njit(cache=True)
+def _partition(source, target, a, b, node_of, left, aside):
+    """target[f, a:b] = source[f, a:b] with the samples of node `left` first, each part in source's order
+    (sklearn's presorted lists of the two children)."""
+    for f in range(source.shape[0]):
+        from_, to = source[f], target[f]
+        n_left = numba.uint64(a)  # unsigned: no negative-index wraparound
+        n_right = numba.uint64(0)
+        for k in range(a, b):  # branch-free: every sample is written on both sides, the wrong one overwritten
+            i = from_[k]
+            right = numba.uint64(node_of[i] != left)
+            to[n_left] = i
+            aside[n_right] = i
+            n_left += numba.uint64(1) - right
+            n_right += right
+        for k in range(n_right):
+            to[n_left + k] = aside[k]
+
+
+@numba.njit(cache=True)
+def _split(h, tree, x_t, g, members, aside, node_of):
+    """Split node h on the first best cut in its visiting order (x <= threshold goes left), unless no cut exists
+    or the weighted impurity decrease + eps < 0 (sklearn's leaf rules). The node's samples members[start:stop]
+    (row order) are partitioned stably; the children's count, sum and sum of squares are summed in row order, their
+    impurities from the parent's sums minus the left child's (sklearn's sum_right). Returns whether h split."""
+    winner = -1
+    top = -np.inf
+    for r in range(tree.visit.shape[1]):
+        f = tree.visit[h, r]
+        if f < 0:
+            break
+        if tree.best[h, f] > top:
+            winner = f
+            top = tree.best[h, f]
+    if winner < 0:
+        return False
+    cut_value = tree.cut[h, winner]
+    left, right = 2 * h + 1, 2 * h + 2
+    a, b = tree.start[h], tree.stop[h]
+    c_l = s_l = q_l = c_r = s_r = q_r = 0.0
+    n_left = n_right = 0
+    for k in range(a, b):  # left ones forward, right ones aside
+        i = members[k]
+        v = g[i]
+        if x_t[winner, i] <= cut_value:
+            members[a + n_left] = i
+            n_left += 1
+            node_of[i] = left
+            c_l += 1.0
+            s_l += v
+            q_l += v * v
+        else:
+            aside[n_right] = i
+            n_right += 1
+            node_of[i] = right
+            c_r += 1.0
+            s_r += v
+            q_r += v * v
+    members[a + n_left : b] = aside[:n_right]
+    n = node_of.shape[0]
+    n_t = tree.count[h]
+    n_r = n_t - c_l
+    mean_l = s_l / c_l
+    mean_r = (tree.total[h] - s_l) / n_r
+    imp_l = q_l / c_l - mean_l * mean_l
+    imp_r = (tree.squares[h] - q_l) / n_r - mean_r * mean_r
+    imp_t = tree.impurity[h]
+    improvement = (n_t / n) * (imp_t - n_r / n_t * imp_r - c_l / n_t * imp_l)
+    if improvement + EPSILON < 0.0:
+        for k in range(a, b):
+            node_of[members[k]] = h
+        return False
+    tree.count[left], tree.total[left], tree.squares[left] = c_l, s_l, q_l
+    tree.count[right], tree.total[right], tree.squares[right] = c_r, s_r, q_r
+    tree.start[left], tree.stop[left], tree.start[right], tree.stop[right] = a, a + n_left, a + n_left, b
+    tree.feature[h] = winner
+    tree.threshold[h] = cut_value
+    tree.decrease[h] = n_t * imp_t - c_l * imp_l - n_r * imp_r
+    tree.impurity[left] = imp_l
+    tree.impurity[right] = imp_r
+    tree.n_constant[left] = tree.n_constant[h]
+    tree.n_constant[right] = tree.n_constant[h]
+    return True
+
+
+@numba.njit(cache=True)
+def _draw(tree, h, state, features, constants):
+    """Node h's feature visiting order, if sklearn searches it (its draws come in depth-first order)."""
+    if _searched(tree, h):
+        parent = (h - 1) // 2
+        known = tree.n_constant[parent] if h > 0 else 0
+        tree.n_constant[h] = _feature_order(state, features, constants, known, tree.constant[h], tree.visit[h])
+
+
+@numba.njit(cache=True)
+def _grow(x_t, order, reciprocal, g, seed, tree, members, aside, lists, node_of):
+    """Grow one depth-3 regression tree on the negative gradient g [N] as sklearn's depth-first builder does,
+    leaving each sample's leaf (heap index) in node_of.
+
+    Each node's samples are kept in every feature's sorted order (the root's is `order`; a split partitions its
+    node's lists stably into the children's, lists[0] for depth 1, lists[1] for depth 2), so every search is one
+    sequential pass. Random feature orders are drawn in sklearn's depth-first order: root, 1, 3, 4, 2, 5, 6.
+    """
+    d, n = order.shape
+    tree.count[:] = 0.0
+    tree.total[:] = 0.0
+    tree.squares[:] = 0.0
+    tree.impurity[:] = np.nan
+    tree.n_constant[:] = 0
+    tree.visit[:] = -1
+    tree.feature[:] = -1
+    tree.threshold[:] = 0.0
+    tree.decrease[:] = 0.0
+    state = np.array([seed], dtype=np.int64)
+    features = np.arange(d)
+    constants = np.zeros(d, dtype=np.int64)
+    c0 = s0 = q0 = 0.0
+    for i in range(n):
+        members[i] = i
+        node_of[i] = 0
+        c0 += 1.0
+        s0 += g[i]
+        q0 += g[i] * g[i]
+    tree.count[0], tree.total[0], tree.squares[0] = c0, s0, q0
+    mean = s0 / c0
+    tree.impurity[0] = q0 / c0 - mean * mean
+    tree.start[0], tree.stop[0] = 0, n
+    if _searched(tree, 0):
+        _search(tree, 0, order, x_t, g, reciprocal)
+    _draw(tree, 0, state, features, constants)
+    if not _split(0, tree, x_t, g, members, aside, node_of):
+        return
+    _partition(order, lists[0], 0, n, node_of, 1, aside)
+    for h in (1, 2):
+        if _searched(tree, h):
+            _search(tree, h, lists[0], x_t, g, reciprocal)
+    _draw(tree, 1, state, features, constants)
+    if _split(1, tree, x_t, g, members, aside, node_of):
+        _partition(lists[0], lists[1], tree.start[1], tree.stop[1], node_of, 3, aside)
+        for h in (3, 4):
+            if _searched(tree, h):
+                _search(tree, h, lists[1], x_t, g, reciprocal)
+            _draw(tree, h, state, features, constants)
+    _draw(tree, 2, state, features, constants)
+    if _split(2, tree, x_t, g, members, aside, node_of):
+        _partition(lists[0], lists[1], tree.start[2], tree.stop[2], node_of, 5, aside)
+        for h in (5, 6):
+            if _searched(tree, h):
+                _search(tree, h, lists[1], x_t, g, reciprocal)
+            _draw(tree, h, state, features, constants)
+    for h in range(3, 7):
+        _split(h, tree, x_t, g, members, aside, node_of)
+
+
+@numba.njit(cache=True)
+def _leaf_values_and_update(g, target, k, factor, node_of, values, raw):
+    """sklearn's Newton step per leaf (samples summed in row order), then raw += learning rate * the value of
+    each sample's leaf. target: the classifier's encoded labels (the tree's 0/1 target is target == k)."""
+    n = g.shape[0]
+    count = np.zeros(N_NODES)
+    num = np.zeros(N_NODES)
+    den = np.zeros(N_NODES)
+    for i in range(n):
+        h = node_of[i]
+        y01 = 1.0 if target[i] == k else 0.0
+        prob = y01 - g[i]
+        count[h] += 1.0
+        num[h] += g[i]
+        den[h] += prob * (1.0 - prob)
+    values[:] = 0.0
+    for h in range(N_NODES):
+        if count[h] > 0.0:
+            numerator = num[h] / count[h] * factor
+            denominator = den[h] / count[h]
+            values[h] = 0.0 if abs(denominator) < 1e-150 else numerator / denominator
+    for i in range(n):
+        raw[i] += LEARNING_RATE * values[node_of[i]]
 
 
 @numba.njit(parallel=True, cache=True)
-def _partition(x, node, h, split_feature, split_threshold, neg_grad, count, total, squares):
-    """Move the samples of node h to its children (x <= threshold goes left) in the trees where it splits, and
-    set the children's (count, sum, sum of squares) of the negative gradient, summed over samples in row order."""
-    n, trees = node.shape
-    left, right = 2 * h + 1, 2 * h + 2
-    for t in numba.prange(trees):
-        f = split_feature[t]
-        if f < 0:
-            continue
-        c_l = s_l = q_l = c_r = s_r = q_r = 0.0
-        for i in range(n):
-            if node[i, t] == h:
-                g = neg_grad[i, t]
-                if x[i, f] <= split_threshold[t]:
-                    node[i, t] = left
-                    c_l += 1.0
-                    s_l += g
-                    q_l += g * g
-                else:
-                    node[i, t] = right
-                    c_r += 1.0
-                    s_r += g
-                    q_r += g * g
-        count[t, left], total[t, left], squares[t, left] = c_l, s_l, q_l
-        count[t, right], total[t, right], squares[t, right] = c_r, s_r, q_r
-
-
-@numba.njit(cache=True)
-def _unsplit(node, h, revert):
-    """Send the samples of node h's children back to h in the trees where `revert`."""
-    n, trees = node.shape
-    for t in range(trees):
-        if revert[t]:
-            for i in range(n):
-                if node[i, t] == 2 * h + 1 or node[i, t] == 2 * h + 2:
-                    node[i, t] = h
-
-
-@numba.njit(cache=True)
-def _leaf_values_and_update(neg_grad, y01, node, factor, learning_rate, raw, n_nodes):
-    """sklearn's Newton step per leaf, then raw += learning_rate * value of each sample's leaf."""
-    n, trees = neg_grad.shape
-    values = np.zeros((trees, n_nodes))
-    for t in range(trees):
-        count = np.zeros(n_nodes)
-        num = np.zeros(n_nodes)
-        den = np.zeros(n_nodes)
-        for i in range(n):
-            h = node[i, t]
-            g = neg_grad[i, t]
-            prob = y01[i, t] - g
-            count[h] += 1.0
-            num[h] += g
-            den[h] += prob * (1.0 - prob)
-        for h in range(n_nodes):
-            if count[h] > 0.0:
-                numerator = num[h] / count[h] * factor[t]
-                denominator = den[h] / count[h]
-                values[t, h] = 0.0 if abs(denominator) < 1e-150 else numerator / denominator
-        for i in range(n):
-            raw[i, t] += learning_rate * values[t, node[i, t]]
-    return values
+def _boost(x_t, order, y, offsets, n_classes, tree_classifier, tree_class, factor, seeds, n_workers, raw, feature,
+           threshold, value, importance_sum, relevant):  # fmt: skip
+    """Every stage of every classifier: the negative gradient (samples in parallel), then each tree grown, given
+    its leaf values and added to the raw scores by one worker (trees in parallel, tree t by worker t % n_workers);
+    importances summed per tree as sklearn does (decrease / N per split, stage by stage, nodes in heap order)."""
+    trees, n = raw.shape
+    d = x_t.shape[0]
+    neg_grad = np.empty((trees, n))
+    reciprocal = np.zeros(n + 1)  # 1 / count ([0] never used)
+    for c in range(1, n + 1):
+        reciprocal[c] = 1.0 / c
+    members = np.empty((n_workers, n), dtype=np.int32)
+    aside = np.empty((n_workers, n), dtype=np.int32)
+    lists = np.empty((n_workers, 2, d, n), dtype=np.int32)
+    node_of = np.empty((n_workers, n), dtype=np.int8)
+    for s in range(seeds.shape[0]):
+        for i in numba.prange(n):
+            _negative_gradient(raw, y, offsets, n_classes, i, neg_grad)
+        for w in numba.prange(n_workers):
+            tree = _new_nodes(d)
+            for t in range(w, trees, n_workers):
+                _grow(x_t, order, reciprocal, neg_grad[t], seeds[s, t], tree, members[w], aside[w], lists[w],
+                      node_of[w])  # fmt: skip
+                feature[s, t] = tree.feature
+                threshold[s, t] = tree.threshold
+                c = tree_classifier[t]
+                _leaf_values_and_update(neg_grad[t], y[c], tree_class[t], factor[t], node_of[w], value[s, t], raw[t])
+                if tree.feature[0] >= 0:
+                    relevant[t] += 1.0
+                for h in range(N_INTERNAL):
+                    if tree.feature[h] >= 0:
+                        importance_sum[t, tree.feature[h]] += tree.decrease[h] / n
 
 
 @numba.njit(parallel=True, cache=True)
@@ -523,36 +648,31 @@ def fit(x, labels, random_states=None, n_jobs: int | None = None, n_stages: int 
     widths = np.where(n_classes == 2, 1, n_classes)
     offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
     trees = int(offsets[-1])
-    y = np.ascontiguousarray(np.stack(encoded, axis=1), dtype=np.int64)
+    y = np.ascontiguousarray(np.stack(encoded, axis=0), dtype=np.int64)  # [classifiers, N]
     init_raw = np.concatenate([_init_raw(codes, k) for codes, k in zip(encoded, n_classes)])
     factor = np.concatenate([np.full(w, 1.0 if k == 2 else (k - 1) / k) for w, k in zip(widths, n_classes)])
-    order = np.ascontiguousarray(np.argsort(x, axis=0, kind="stable").T).astype(np.int64)
-    sorted_x = np.ascontiguousarray(np.take_along_axis(x, order.T, axis=0).T)
+    tree_classifier = np.repeat(np.arange(len(labels)), widths).astype(np.int64)
+    # the class each tree separates (0/1 target: label == class); one tree, of class 1, for two classes
+    tree_class = np.concatenate([np.ones(1) if k == 2 else np.arange(k) for k in n_classes]).astype(np.int64)
+    order = np.ascontiguousarray(np.argsort(x, axis=0, kind="stable").T, dtype=np.int32)  # [d, N]
+    # sklearn: each tree draws its splitter's seed from the classifier's RandomState, stage by stage
+    rngs = [check_random_state(r) for r in random_states]
+    seeds = np.array(
+        [np.concatenate([rng.randint(0, 2147483647, size=w) for rng, w in zip(rngs, widths)]) for _ in range(n_stages)]
+    ).reshape(n_stages, trees)
 
     feature = np.full((n_stages, trees, N_INTERNAL), -1, dtype=np.int64)
     threshold = np.zeros((n_stages, trees, N_INTERNAL))
     value = np.zeros((n_stages, trees, N_NODES))
     importance_sum = np.zeros((trees, d))
-    rngs = [check_random_state(r) for r in random_states]
-    # a feature can be constant inside a node only if the node lies within a run of values each within 1e-7 of
-    # the next: the longest such run bounds the nodes that need the test
-    close_values = _longest_close_run(sorted_x)
     relevant = np.zeros(trees)
-    raw = np.tile(init_raw, (n, 1))
-    neg_grad, y01 = np.empty((n, trees)), np.empty((n, trees))
+    raw = np.ascontiguousarray(np.repeat(init_raw[:, None], n, axis=1))  # [trees, N]
     with _threads(n_jobs, n * trees * d):
-        for s in range(n_stages):
-            _negative_gradient(raw, y, offsets, n_classes, neg_grad, y01)
-            # sklearn: each tree draws its splitter's seed from the classifier's RandomState, stage by stage
-            seeds = np.concatenate([rng.randint(0, 2147483647, size=w) for rng, w in zip(rngs, widths)])
-            tree = _grow(x, sorted_x, order, neg_grad, seeds, close_values)
-            feature[s], threshold[s], node, decrease = tree.feature, tree.threshold, tree.node, tree.decrease
-            value[s] = _leaf_values_and_update(neg_grad, y01, node, factor, LEARNING_RATE, raw, N_NODES)
-            split = feature[s, :, 0] >= 0
-            relevant += split
-            for h in range(N_INTERNAL):
-                has = feature[s, :, h] >= 0
-                np.add.at(importance_sum, (np.nonzero(has)[0], feature[s, has, h]), decrease[has, h] / n)
+        _boost(
+            np.ascontiguousarray(x.T), order, y, offsets, n_classes, tree_classifier, tree_class, factor,
+            seeds.astype(np.int64), numba.get_num_threads(), raw, feature, threshold, value, importance_sum,
+            relevant,
+        )  # fmt: skip
     importances = []
     for c in range(len(labels)):
         columns = slice(offsets[c], offsets[c + 1])
@@ -562,145 +682,4 @@ def fit(x, labels, random_states=None, n_jobs: int | None = None, n_stages: int 
             continue
         mean = importance_sum[columns].sum(axis=0) / count
         importances.append(mean / mean.sum())
-    return BoostedTrees(classes, offsets, init_raw, feature, threshold, value, importances, raw)
-
-
-def _longest_close_run(sorted_x) -> int:
-    """The most samples in a run of sorted values each within sklearn's FEATURE_THRESHOLD of the next."""
-    close = sorted_x[:, 1:] <= sorted_x[:, :-1] + FEATURE_THRESHOLD
-    longest = 1
-    for row in close:
-        if row.any():
-            edges = np.diff(np.concatenate([[0], row.astype(np.int8), [0]]))
-            longest = max(longest, int((np.nonzero(edges == -1)[0] - np.nonzero(edges == 1)[0]).max()) + 1)
-    return longest
-
-
-class _Tree:
-    """The trees of one stage (one per column of `neg_grad`) while they grow, with sklearn's splitter state."""
-
-    def __init__(self, x, sorted_x, order, neg_grad, seeds, close_values):
-        n, trees = neg_grad.shape
-        d = x.shape[1]
-        self.x, self.sorted_x, self.order, self.neg_grad, self.close_values = x, sorted_x, order, neg_grad, close_values
-        self.node = np.zeros((n, trees), dtype=np.int8)
-        self.count, self.total, self.squares = _node_sums(neg_grad, self.node, N_NODES)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self.impurity = self.squares / self.count - (self.total / self.count) ** 2.0  # root: node_impurity
-        self.feature = np.full((trees, N_INTERNAL), -1, dtype=np.int64)
-        self.threshold = np.zeros((trees, N_INTERNAL))
-        self.decrease = np.zeros((trees, N_INTERNAL))
-        self.n_constant = np.zeros((trees, N_NODES), dtype=np.int64)
-        self.visit = np.full((trees, N_INTERNAL, d), -1, dtype=np.int64)
-        self.state = seeds.astype(np.int64).copy()
-        self.features = np.tile(np.arange(d, dtype=np.int64), (trees, 1))
-        self.constants = np.zeros((trees, d), dtype=np.int64)
-        self.best = {}  # heap index -> (per-feature best proxy [d, trees], threshold [d, trees])
-
-    def searched(self, h: int) -> np.ndarray:
-        """sklearn calls node_split on node h: not too small, not pure (depth checked by the caller)."""
-        return (self.count[:, h] >= 2) & (self.impurity[:, h] > EPSILON)
-
-    def search(self, first: int, width: int) -> np.ndarray:
-        """Per-feature best cuts of the nodes first..first+width-1; returns which features are constant there."""
-        level = slice(first, first + width)
-        searched = np.stack([self.searched(h) for h in range(first, first + width)], axis=1)
-        if first == 0:
-            best, cut, lowest, highest = _root_search(
-                self.sorted_x, self.order, self.neg_grad, self.count[:, 0].copy(), self.total[:, 0].copy()
-            )
-        else:
-            local = _local_nodes(self.node, first, searched)
-            count, total = self.count[:, level].copy(), self.total[:, level].copy()
-            best, cut, lowest, highest = _split_search(self.sorted_x, self.order, self.neg_grad, local, count, total)
-        for j in range(width):
-            self.best[first + j] = (best[:, :, j], cut[:, :, j])
-        return (highest <= lowest + FEATURE_THRESHOLD).transpose(1, 2, 0)  # [trees, width, d]
-
-    def draw(self, h: int, is_constant: np.ndarray) -> None:
-        """sklearn's feature visiting order at node h (consumes the trees' random draws in depth-first order)."""
-        n_total = np.zeros(self.state.shape[0], dtype=np.int64)
-        parent = (h - 1) // 2 if h > 0 else 0
-        known = self.n_constant[:, parent] if h > 0 else np.zeros_like(n_total)
-        _feature_order(
-            self.state, self.features, self.constants, known, self.searched(h), is_constant, self.visit[:, h], n_total
-        )
-        self.n_constant[:, h] = n_total
-
-    def constant_features(self, first: int, width: int) -> np.ndarray:
-        """[trees, width, d]: features constant in nodes first.. (searched only when a node is small enough to lie
-        within a run of values closer than 1e-7 of some feature)."""
-        count = self.count[:, first : first + width]
-        small = (count >= 2) & (count <= self.close_values)
-        if not small.any():
-            return np.zeros((self.count.shape[0], width, self.x.shape[1]), dtype=bool)
-        return self.search(first, width)
-
-    def split(self, h: int) -> None:
-        """Choose node h's split (first best in visiting order), move its samples, record sklearn's statistics."""
-        best, cut = self.best[h]
-        trees = best.shape[1]
-        winner = np.full(trees, -1, dtype=np.int64)
-        top = np.full(trees, -np.inf)
-        for r in range(self.visit.shape[2]):
-            f = self.visit[:, h, r]
-            ok = f >= 0
-            proxy = np.where(ok, best[np.maximum(f, 0), np.arange(trees)], -np.inf)
-            better = ok & (proxy > top)
-            winner = np.where(better, f, winner)
-            top = np.where(better, proxy, top)
-        split_threshold = np.where(winner >= 0, cut[np.maximum(winner, 0), np.arange(trees)], 0.0)
-        before = self.count[:, h].copy(), self.total[:, h].copy(), self.squares[:, h].copy()
-        _partition(self.x, self.node, h, winner, split_threshold, self.neg_grad, self.count, self.total, self.squares)
-        left, right = 2 * h + 1, 2 * h + 2
-        n_t, n_l = before[0], self.count[:, left]
-        n_r = n_t - n_l
-        s_l, q_l = self.total[:, left], self.squares[:, left]
-        s_r, q_r = before[1] - s_l, before[2] - q_l  # sklearn: right = parent - left
-        n = self.node.shape[0]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            imp_l = q_l / n_l - (s_l / n_l) ** 2.0
-            imp_r = q_r / n_r - (s_r / n_r) ** 2.0
-            imp_t = self.impurity[:, h]
-            improvement = (n_t / n) * (imp_t - n_r / n_t * imp_r - n_l / n_t * imp_l)
-        is_split = winner >= 0
-        revert = is_split & (improvement + EPSILON < 0.0)
-        if revert.any():
-            _unsplit(self.node, h, revert)
-            is_split &= ~revert
-            for child in (left, right):
-                self.count[revert, child] = self.total[revert, child] = self.squares[revert, child] = 0.0
-        self.feature[:, h] = np.where(is_split, winner, -1)
-        self.threshold[:, h] = np.where(is_split, split_threshold, 0.0)
-        self.decrease[:, h] = np.where(is_split, n_t * imp_t - n_l * imp_l - n_r * imp_r, 0.0)
-        self.impurity[:, left] = np.where(is_split, imp_l, np.nan)
-        self.impurity[:, right] = np.where(is_split, imp_r, np.nan)
-        self.n_constant[:, left] = self.n_constant[:, h]
-        self.n_constant[:, right] = self.n_constant[:, h]
-
-
-def _grow(x, sorted_x, order, neg_grad, seeds, close_values):
-    """Grow one depth-3 regression tree per column of `neg_grad` as sklearn's depth-first builder does.
-
-    Nodes are searched level by level (all trees at once) but their random feature orders are drawn in sklearn's
-    depth-first order: root, 1, 3, 4, 2, 5, 6 (nodes 3 and 4 draw before node 2 is split).
-    Returns the tree state: feature/threshold [trees, 7], each sample's leaf [N, trees] and the impurity decrease
-    n_t imp_t - n_l imp_l - n_r imp_r of every split node [trees, 7].
-    """
-    tree = _Tree(x, sorted_x, order, neg_grad, seeds, close_values)
-    tree.draw(0, tree.search(0, 1)[:, 0])
-    tree.split(0)
-    constant = tree.search(1, 2)
-    tree.draw(1, constant[:, 0])
-    tree.split(1)
-    left_children = tree.constant_features(3, 2)
-    tree.draw(3, left_children[:, 0])
-    tree.draw(4, left_children[:, 1])
-    tree.draw(2, constant[:, 1])
-    tree.split(2)
-    constant = tree.search(3, 4)
-    tree.draw(5, constant[:, 2])
-    tree.draw(6, constant[:, 3])
-    for h in range(3, 7):
-        tree.split(h)
-    return tree
+    return BoostedTrees(classes, offsets, init_raw, feature, threshold, value, importances, np.ascontiguousarray(raw.T))
