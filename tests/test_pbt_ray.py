@@ -66,6 +66,13 @@ def test_every_member_is_scored_once_per_generation_and_the_run_stops_after_its_
     generations = records[records.key == "generation"]
     assert generations.step.tolist() == [0, 1, 2]
     assert [g["stop"] for g in generations.value] == [None, None, "max_epoch"] and result.stop == "max_epoch"
+    # wall and CPU time per generation: the members' CPU (measured in their Ray processes) plus the driver's
+    for step, g in zip(generations.step, generations.value):
+        cpu = records[(records.key == "cpu_s") & (records.step == step)].value
+        train = records[(records.key == "train_cpu_s") & (records.step == step)].value
+        assert len(cpu) == 4 and (cpu.to_numpy() > 0).all() and (cpu.to_numpy() >= train.to_numpy()).all()
+        assert g["cpu_s"] == pytest.approx(cpu.sum() + g["driver_cpu_s"]) and g["train_cpu_s"] > 0
+        assert 0 < g["generation_wall_s"] <= g["wall_s"]
 
 
 def test_exploits_copy_the_best_member_and_perturb_its_values_by_the_factors(finished_pbt):
@@ -112,16 +119,21 @@ def test_the_best_member_over_all_rounds_is_exported_as_a_run(finished_pbt):
     assert result.best["fitness"] == pytest.approx(best)
     run = RunDir(out / "final")
     assert run.read_results()["pbt.fitness"] == pytest.approx(best)
+    # re-scored at export (spec §1.4a step 5): the stored checkpoint scores what the member scored in its process
+    assert run.read_results()["pbt.export_fitness"] == pytest.approx(best, abs=1e-9)
     model = run.load_model("final")
     assert model.encode(torch.zeros(2, 1, 64, 64))[0].shape == (2, 4)
 
 
 def test_report(finished_pbt):
+    from untwine.selection.pbt import evaluate_final, final_evaluation
     from untwine.viz.pbt_report import write_pbt_report
 
     out, _ = finished_pbt
+    results = evaluate_final(out, final_evaluation(["mig"], 200, representations=("mean",)))
     page = write_pbt_report(out).read_text()
     assert "Generations" in page and "max_epoch" in page and (out / "report.png").stat().st_size > 1000
+    assert 'alt="Latent traversals"' in page and f"{results['eval.mean.mig.discrete_mig']:.3f}" in page
 
 
 def _cli(out: Path, env: dict) -> subprocess.CompletedProcess:
@@ -192,7 +204,18 @@ def test_a_tiny_rpu_run_labels_reduces_and_trains_a_final_model(tmp_path):
         assert len(grid) == level["size"] < 60 and len(set(grid.tolist())) == len(grid)
         a_values = len({int(g) // 20 for g in grid})
         assert level["values"]["a"] == a_values and ("a" in level["fixed"]) == (a_values == 1)
+    assert (tmp_path / "r" / "x" / "labelling.npz").exists() and summary["levels"][0]["label_cpu_s"] > 0
     if summary["stop"] == "done":
         assert final_run(tmp_path / "r") is not None
         records = load_records(tmp_path / "r" / "final")
         assert len(records.query("key == 'fitness'")) >= 2
+        assert "pbt.export_fitness" in RunDir(final_run(tmp_path / "r")).read_results()
+    from untwine.viz.pbt_report import write_rpu_report
+
+    page = write_rpu_report(tmp_path / "r").read_text()
+    assert "Labelled subsets per level" in page and "x-model (level 0)" in page
+    # a rerun continues nothing and reads the labels it stored instead of encoding the data set again
+    stamp = (tmp_path / "r" / "x" / "labelling.npz").stat().st_mtime_ns
+    again = run_rpu(tmp_path / "r", settings, dataset=bars(), num_cpus=2, temp_dir=_ray_temp(tmp_path))
+    assert again["levels"] == summary["levels"] and again["stop"] == summary["stop"]
+    assert (tmp_path / "r" / "x" / "labelling.npz").stat().st_mtime_ns == stamp

@@ -167,3 +167,85 @@ def test_report_renders_in_chromium(tmp_path, driver):
         assert image.format == "PNG" and image.width >= 1000 and image.height >= 1000
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
         assert colours is not None and len(colours) > 50  # text, tables and figures, not a blank page
+
+
+# --- the PBT and rPU-VAE reports (viz/pbt_report.py), from tiny runs made in process (tests/pbt_runs.py) ------------
+
+
+def _open_report(driver, page: Path, title: str, sections: list[str]) -> list[dict]:
+    """Load a report, check it is complete, self-contained and error-free, and return its images."""
+    driver.get(page.resolve().as_uri())
+    assert driver.title == title
+    assert driver.execute_script("return document.readyState") == "complete"
+    shown = driver.execute_script("return Array.from(document.querySelectorAll('main section')).map(s => s.id)")
+    for section in sections:
+        assert section in shown, (section, shown)
+        assert driver.find_element("id", section).is_displayed()
+    assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+    fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert all(name.startswith("data:") for name in fetched), fetched
+    images = driver.execute_script(
+        "return Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth, "
+        "height: i.naturalHeight, shown: i.getBoundingClientRect().width, src: i.src.slice(0, 22)}))"
+    )
+    for image in images:
+        assert image["complete"] and image["width"] > 0 and image["height"] > 0 and image["shown"] > 0, image
+        assert image["src"].startswith("data:image/"), image
+    return images
+
+
+def _table_rows(driver, section: str) -> list[list[str]]:
+    return driver.execute_script(
+        f"return Array.from(document.querySelectorAll('#{section} > table tr')).map("
+        "r => Array.from(r.cells).map(c => c.innerText.trim()))"
+    )
+
+
+def test_pbt_report_renders_in_chromium(tmp_path, driver):
+    from pbt_runs import exported_and_evaluated
+
+    from untwine.selection.pbt import load_records
+    from untwine.viz.pbt_report import write_pbt_report
+
+    out = tmp_path / "pbt-run"
+    results = exported_and_evaluated(out)
+    page = write_pbt_report(out)
+    sections = ["population", "generations", "export", "headline", "latents", "traversals", "details"]
+    images = _open_report(driver, page, "untwine PBT report \u2014 pbt-run", sections)
+    # the population figure, the two heatmaps (mutual information, DCI importance) and the traversals
+    assert [i["alt"] for i in images].count("Latent traversals") == 1 and len(images) == 4
+    rows = _table_rows(driver, "generations")
+    assert rows[0][:3] == ["gen", "members", "best"] and "wall s" in rows[0] and "CPU s" in rows[0]
+    assert [r[0] for r in rows[1:]] == ["0", "1"]
+    stored = load_records(out).query("key == 'generation'").value.tolist()
+    cpu = [float(r[rows[0].index("CPU s")]) for r in rows[1:]]
+    assert cpu == pytest.approx([g["cpu_s"] for g in stored], rel=1e-3)
+    headline = driver.find_element("id", "headline").text
+    assert "MIG" in headline and f"{results['eval.mean.mig.discrete_mig']:.3f}" in headline
+    assert "fitness re-scored at export" in driver.find_element("id", "export").text
+    shot = tmp_path / "pbt-report.png"
+    assert driver.save_screenshot(str(shot))
+    with Image.open(shot) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+        assert colours is not None and len(colours) > 50
+
+
+def test_rpu_report_renders_in_chromium(tmp_path, driver):
+    from pbt_runs import SMALL_EVALUATION, stored_rpu
+
+    from untwine.selection.pbt import evaluate_final
+    from untwine.viz.pbt_report import write_rpu_report
+
+    root = tmp_path / "rpu-run"
+    stored_rpu(root)
+    evaluate_final(root / "final", SMALL_EVALUATION)
+    page = write_rpu_report(root)
+    sections = ["levels", "level-models", "pbt-runs", "final-population", "headline", "traversals"]
+    images = _open_report(driver, page, "untwine rPU-VAE report \u2014 rpu-run", sections)
+    alts = [i["alt"] for i in images]
+    assert "x-model (level 0)" in alts and "leaf run 0, level 1" in alts and "Latent traversals" in alts
+    levels = _table_rows(driver, "levels")
+    fixed, values = levels[0].index("true factors held fixed"), levels[0].index("values per true factor")
+    assert [(r[fixed], r[values]) for r in levels[1:]] == [("-", "a 3, b 20"), ("a", "a 1, b 20")]
+    runs = _table_rows(driver, "pbt-runs")
+    assert [r[0] for r in runs[1:]] == ["x-run", "leaf-0/level-1", "final"]

@@ -17,26 +17,55 @@ rpu_app = typer.Typer(help="rPU-VAE: recursive PBT with UDR, surrogate labels an
 app.add_typer(pbt_app, name="pbt")
 app.add_typer(rpu_app, name="rpu")
 
-GENERATION_COLUMNS = {
-    "generation": "gen",
-    "members": "members",
-    "best": "best",
-    "best_fitness": "best fitness",
-    "median_fitness": "median",
-    "exploits": "exploits (copy<-source)",
-    "stop": "stop",
-    "wall_s": "wall s",
-}
+METRICS_HELP = "metrics of the exported model: comma-separated names, or 'default' (the cpu_study preset's list)"
+NUM_POINTS_HELP = "their sample sizes (default: 1,000 for the default list, else the reference's)"
 
 
-def _report(out: Path, extra: dict | None = None) -> None:
-    from untwine.selection.pbt import load_records
-    from untwine.viz.pbt_report import generation_table, write_pbt_report
+def _evaluation(metrics: str, num_points: Optional[int], option: list[str]) -> dict:
+    """The final model's evaluation from the CLI's options (selection.pbt.final_evaluation)."""
+    from untwine.evaluation import metric_names
+    from untwine.evaluation.evaluate import parse_option
+    from untwine.selection.pbt import final_evaluation
+    from untwine.study.grid import CPU_STUDY
 
-    rows = generation_table(load_records(out))
-    print_records(rows, GENERATION_COLUMNS, f"PBT {out}")
+    names = None if metrics.strip() == "default" else metric_names(metrics)
+    options: dict = {}
+    for text in option:
+        metric, key, value = parse_option(text, names or metric_names(CPU_STUDY.metrics))
+        options.setdefault(metric, {})[key] = value
+    return final_evaluation(names, num_points, options)
+
+
+def _report(out: Path, evaluation: dict | None, extra: dict | None = None) -> None:
+    """Evaluate what the exported model still lacks (unless `evaluation` is None), print the generations and
+    write P/report.html."""
+    from untwine.selection.pbt import evaluate_final, load_records
+    from untwine.viz.pbt_report import GENERATION_HEADINGS, generation_table, write_pbt_report
+
+    rows = [
+        {k: round(v, 1) if k.endswith("_s") else v for k, v in r.items()} for r in generation_table(load_records(out))
+    ]
+    print_records(rows, GENERATION_HEADINGS, f"PBT {out}")
+    if evaluation is not None and (out / "final" / "config.toml").exists():
+        console.print(f"evaluating {out / 'final'} ({', '.join(evaluation['metrics'])}) ...")
+        results = evaluate_final(out, evaluation)
+        _print_final(results)
     path = write_pbt_report(out, extra)
     console.print(f"report: {path} (and {out / 'report.png'})")
+
+
+def _print_final(results: dict) -> None:
+    from untwine.metrics.headline import headline_table
+
+    shown = []
+    for row in headline_table(results):
+        value = row.values.get(("trained", "mean"))
+        if value is not None:
+            shown.append(f"{row.label} {value:.3f}")
+    export = results.get("pbt.export_fitness")
+    if export is not None:
+        shown.insert(0, f"fitness {results.get('pbt.fitness', float('nan')):.4f} (re-scored {export:.4f})")
+    console.print("final model: " + "; ".join(shown), soft_wrap=True, highlight=False)
 
 
 @pbt_app.command("run")
@@ -60,8 +89,13 @@ def pbt_run(
     num_cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray (default: all)"),
     cpus_per_trial: float = typer.Option(1.0, help="CPUs per member"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
+    metrics: str = typer.Option("default", help=METRICS_HELP),
+    num_points: Optional[int] = typer.Option(None, help=NUM_POINTS_HELP),
+    option: list[str] = typer.Option([], "--option", help="metric.setting=value for the evaluation (repeatable)"),
+    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="evaluate the exported model"),
 ) -> None:
-    """Run (or resume) PBT-VAE; writes P/study.sqlite, P/best, P/final (a run directory) and P/report.html."""
+    """Run (or resume) PBT-VAE; writes P/study.sqlite, P/best, P/final (a run directory: the best member over all
+    rounds, re-scored at export, then evaluated with --metrics) and P/report.html."""
     from untwine.selection.pbt import PBTSettings, run_pbt
 
     settings = PBTSettings(
@@ -81,6 +115,7 @@ def pbt_run(
         device=device,
         exploit=exploit,
     )
+    evaluation = _evaluation(metrics, num_points, option) if evaluate else None  # bad options: before training
     result = run_pbt(out, settings, address=address, num_cpus=num_cpus, cpus_per_trial=cpus_per_trial)
     best = result.best
     console.print(
@@ -88,13 +123,23 @@ def pbt_run(
         f"{best.get('round')}, fitness {best.get('fitness', float('nan')):.4f} -> {out / 'final'}; "
         f"{result.wall_s:.0f} s"
     )
-    _report(out)
+    _report(out, evaluation)
 
 
 @pbt_app.command("report")
-def pbt_report(out: Path = typer.Argument(..., help="a PBT run directory")) -> None:
-    """The per-generation table, and P/report.html + P/report.png (fitness, hyperparameters, lineage)."""
-    _report(out)
+def pbt_report(
+    out: Path = typer.Argument(..., help="a PBT run directory"),
+    metrics: str = typer.Option("default", help=METRICS_HELP),
+    num_points: Optional[int] = typer.Option(None, help=NUM_POINTS_HELP),
+    option: list[str] = typer.Option([], "--option", help="metric.setting=value for the evaluation (repeatable)"),
+    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="evaluate what the exported model lacks"),
+) -> None:
+    """The per-generation table, and P/report.html + P/report.png: fitness, hyperparameters, lineage, wall and CPU
+    time per generation, the exported model's scores (evaluated first where missing) and traversals."""
+    from untwine.selection.pbt import load_records
+
+    load_records(out)  # no run: a one-line error before any evaluation
+    _report(out, _evaluation(metrics, num_points, option) if evaluate else None)
 
 
 @rpu_app.command("run")
@@ -119,8 +164,13 @@ def rpu_run(
     address: Optional[str] = typer.Option(None, help="an existing Ray cluster (HOST:PORT or auto)"),
     num_cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray (default: all)"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
+    metrics: str = typer.Option("default", help=METRICS_HELP),
+    num_points: Optional[int] = typer.Option(None, help=NUM_POINTS_HELP),
+    option: list[str] = typer.Option([], "--option", help="metric.setting=value for the evaluation (repeatable)"),
+    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="evaluate the final model"),
 ) -> None:
-    """Run (or resume) rPU-VAE: x-run, leaf runs, surrogate labels, final PBT-S-VAE (R/final/final)."""
+    """Run (or resume) rPU-VAE: x-run, leaf runs, surrogate labels, final PBT-S-VAE (R/final/final), then
+    R/report.html."""
     from untwine.selection.rpu import RPUSettings, run_rpu
 
     settings = RPUSettings(
@@ -142,28 +192,42 @@ def rpu_run(
         seed=seed,
         device=device,
     )
+    evaluation = _evaluation(metrics, num_points, option) if evaluate else None
     summary = run_rpu(out, settings, address=address, num_cpus=num_cpus)
-    _rpu_summary(out, summary)
+    _rpu_summary(out, summary, evaluation)
 
 
 @rpu_app.command("report")
-def rpu_report(out: Path = typer.Argument(..., help="an rPU-VAE run directory")) -> None:
-    """Each level's labelled subset (size, true factors held fixed, active latents) and the PBT reports."""
+def rpu_report(
+    out: Path = typer.Argument(..., help="an rPU-VAE run directory"),
+    metrics: str = typer.Option("default", help=METRICS_HELP),
+    num_points: Optional[int] = typer.Option(None, help=NUM_POINTS_HELP),
+    option: list[str] = typer.Option([], "--option", help="metric.setting=value for the evaluation (repeatable)"),
+    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="evaluate what the final model lacks"),
+) -> None:
+    """R/report.html: each level's labelled subset (size, true factors held fixed), each level's model's
+    traversals, every PBT run's generations and times, the final model's scores and traversals."""
     from untwine.errors import InvalidInputError
 
     path = out / "rpu.json"
     if not path.exists():
         raise InvalidInputError(f"{out} holds no finished rPU-VAE run (no rpu.json)")
-    _rpu_summary(out, json.loads(path.read_text()))
+    _rpu_summary(out, json.loads(path.read_text()), _evaluation(metrics, num_points, option) if evaluate else None)
 
 
-def _rpu_summary(out: Path, summary: dict) -> None:
-    from untwine.viz.pbt_report import rpu_levels_table
+def _rpu_summary(out: Path, summary: dict, evaluation: dict | None) -> None:
+    from untwine.selection.pbt import evaluate_final
+    from untwine.viz.pbt_report import rpu_levels_table, rpu_run_rows, write_rpu_report
 
     rows = rpu_levels_table(summary)
     columns = {k: k for k in (rows[0] if rows else {"level": 0})}
     print_records(rows, columns, f"rPU-VAE {out}: labelled levels")
-    for name in ("x", "final"):
-        if (out / name / "study.sqlite").exists():
-            _report(out / name, {"rPU-VAE levels": rows} if name == "final" else None)
+    runs, _ = rpu_run_rows(out)
+    runs = [{k: round(v, 1) if isinstance(v, float) and k.endswith(" s") else v for k, v in r.items()} for r in runs]
+    if runs:
+        print_records(runs, {k: k for k in runs[0]}, f"rPU-VAE {out}: PBT runs")
+    if evaluation is not None and (out / "final" / "final" / "config.toml").exists():
+        console.print(f"evaluating {out / 'final' / 'final'} ({', '.join(evaluation['metrics'])}) ...")
+        _print_final(evaluate_final(out / "final", evaluation))
+    console.print(f"report: {write_rpu_report(out)}")
     console.print(f"{out}: {summary.get('stop')} in {summary.get('wall_s', 0):.0f} s")

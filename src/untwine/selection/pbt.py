@@ -245,6 +245,7 @@ def _make_trainable():
             else:
                 os.environ.pop(FAULT_ENV, None)
             self.shared_dataset, self.extra = dataset, extra
+            self.cpu_mark = time.process_time()  # this process's CPU time when its last interval ended
             self._configure(config)
 
         def _configure(self, config):
@@ -285,11 +286,14 @@ def _make_trainable():
                 result = json.loads((done / SCORE_FILE).read_text())
             else:
                 result = self._train_and_score()
+                # this process's CPU since its last interval ended: restoring (an exploit), training and scoring
+                result["cpu_s"] = time.process_time() - self.cpu_mark
                 self.bundle.save(done)
                 _atomic_json(done / SCORE_FILE, result)
                 shutil.rmtree(round_dir(self.out, self.member, self.round - 2), ignore_errors=True)
             self.state_dir = str(done)
             self.round += 1
+            self.cpu_mark = time.process_time()
             return {**result, "member": self.member}
 
         def _train_and_score(self):
@@ -300,7 +304,7 @@ def _make_trainable():
             if _fault("nan_member") == self.member:  # test hook: every step of this member "diverges"
                 for m in self.bundle.members:
                     m.trainer.config = m.trainer.config.model_copy(update={"divergence_threshold": 1e-9})
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             summary, failures, reason = train_interval(
                 self.bundle,
                 samples,
@@ -309,11 +313,12 @@ def _make_trainable():
             )
             if reason is not None:
                 reason = f"round {self.round}: {reason}"
-            train_s = time.perf_counter() - start
+            train_s, train_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
             if reason is None:
                 found = score(self.spec, self.bundle.models, self.dataset, **(self.extra or {}))
             else:
                 found = {"fitness": 0.0, "error": reason}
+            score_cpu_s = time.process_time() - cpu_start - train_cpu_s
             self.bundle.record(round=self.round, score=found["fitness"])
             h = self.bundle.hyperparameters
             return {
@@ -327,6 +332,8 @@ def _make_trainable():
                 "retries": failures,
                 "train_s": train_s,
                 "score_s": time.perf_counter() - start - train_s,
+                "train_cpu_s": train_cpu_s,
+                "score_cpu_s": score_cpu_s,
             }
 
         def save_checkpoint(self, checkpoint_dir):
@@ -359,7 +366,12 @@ class _Driver:
         self.pending: dict[int, schedule.Exploit] = {}
         self.removed: set[int] = set()
         self.done_rounds: set[int] = {r.round for r in explorer.history}
-        self.started = time.perf_counter()
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        """Start timing the next generation now (called again just before Tune starts)."""
+        self.started = self.last_barrier = time.perf_counter()
+        self.last_cpu = time.process_time()
 
     def barrier(self, results: dict[int, dict]) -> schedule.RoundResult | None:
         """All members' results of one round: step the explorer, store the rows, export the best, persist."""
@@ -393,10 +405,12 @@ class _Driver:
 
     def _store(self, round: int, results: dict[int, dict], result: schedule.RoundResult) -> None:
         rows = []
-        wall = time.perf_counter() - self.started
+        now, cpu = time.perf_counter(), time.process_time()
+        timing = generation_timing(results, now - self.last_barrier, cpu - self.last_cpu)
+        self.last_barrier, self.last_cpu = now, cpu
         for member, values in sorted(results.items()):
             model_id = f"m{member}"
-            for key in ("fitness", "lr", "batch_size", "beta", "samples", "loss", "retries", "train_s", "score_s"):
+            for key in ("fitness", "lr", "batch_size", "beta", "samples", "loss", "retries", *TIMING_KEYS):
                 if key in values and values[key] is not None:
                     rows.append({"model_id": model_id, "step": round, "key": key, "value": values[key]})
             for key in ("error", "model_scores", "num_informative", "leaf_run_migs"):
@@ -407,13 +421,40 @@ class _Driver:
             rows.append({"model_id": f"m{e.target}", "step": round, "key": "exploit", "value": event})
         for member in result.removed:
             rows.append({"model_id": f"m{member}", "step": round, "key": "removed", "value": "initial halving"})
-        summary = {"best": result.best, "best_score": result.best_score, "stop": result.stop, "wall_s": wall}
+        summary = {
+            "best": result.best,
+            "best_score": result.best_score,
+            "stop": result.stop,
+            "wall_s": now - self.started,  # since this driver (process) started the run
+            **timing,
+        }
         rows.append({"model_id": None, "step": round, "key": "generation", "value": summary})
         state = {"explorer": self.explorer.state_dict(), "best": self.best}
         self.store.add_records(RECORD_KIND, rows, meta={EXPLORER_META: state})  # rows and state: both or neither
         _atomic_json(self.out / EXPLORER_FILE, state)  # a readable copy
         if _fault("driver_kill_after_generation") == round:
             os.kill(os.getpid(), 9)
+
+
+TIMING_KEYS = ("train_s", "score_s", "train_cpu_s", "score_cpu_s", "cpu_s")
+
+
+def generation_timing(results: dict[int, dict], wall_s: float, driver_cpu_s: float) -> dict:
+    """A generation's wall and CPU time: `generation_wall_s` from the previous generation's barrier (or the driver's
+    start) to this one; `cpu_s` the members' CPU (each member's process from the end of its previous interval to
+    the end of this one: restoring, training, scoring) plus the driver's; the members' training and scoring CPU
+    separately."""
+
+    def total(key: str) -> float:
+        return float(sum(float(r.get(key) or 0.0) for r in results.values()))
+
+    return {
+        "generation_wall_s": float(wall_s),
+        "cpu_s": total("cpu_s") + float(driver_cpu_s),
+        "train_cpu_s": total("train_cpu_s"),
+        "score_cpu_s": total("score_cpu_s"),
+        "driver_cpu_s": float(driver_cpu_s),
+    }
 
 
 _DRIVERS: dict[str, _Driver] = {}
@@ -580,19 +621,150 @@ def _units(out: Path, explorer: schedule.Explorer) -> list[dict]:
     return units
 
 
-def export_final(out: Path, settings: PBTSettings, best: dict) -> Path:
-    """P/final: an ordinary run directory holding the best member's best model (the run's exported model)."""
+FINAL_KIND = "pbt_final"  # the store's records of the exported model: its re-score and its evaluation
+
+
+def load_best_models(out: Path, settings: PBTSettings, best: dict) -> list:
+    """The k models of the best member's stored checkpoint (`P/best/model-<i>`), in evaluation mode."""
     from untwine.runs import RunDir
+    from untwine.training.checkpoint import load_weights
 
     hyperparameters = schedule.Hyperparameters(**best["hyperparameters"])
-    run = RunDir(out / "final")
-    source = out / "best" / f"model-{best['model']}"
-    _replace_dir(source, run.checkpoints.final)
+    models = []
+    for i in range(settings.models):
+        config = settings.train_config(best["member"], i, hyperparameters)
+        model = RunDir(out / "best" / f"model-{i}").build_model(config)
+        load_weights(model, out / "best" / f"model-{i}")
+        models.append(model.eval())
+    return models
+
+
+def rescore_best(out: Path, settings: PBTSettings, best: dict, dataset=None, extra: dict | None = None) -> dict:
+    """The export's fresh evaluation of the best member (spec §1.4a step 5): its stored checkpoint loaded anew and
+    scored by the run's fitness on the same data set with the same scoring seed (the rPU code's
+    `UdrVaeTrainer.export_best_model` builds a new `RandomState(score_random_seed)`); for a UDR member the
+    exported model is argmax u_i of this re-score. Scored with one thread, as the members are."""
+    import torch
+
+    from untwine.selection.fitness import score
+
+    spec = parse_fitness(settings.fitness, settings.kl_estimate)
+    models = load_best_models(out, settings, best)
+    threads = torch.get_num_threads()
+    start, cpu = time.perf_counter(), time.process_time()
+    try:
+        torch.set_num_threads(1)
+        found = score(spec, models, build_dataset(settings, dataset), **(extra or {}))
+    finally:
+        torch.set_num_threads(threads)
+    found["wall_s"], found["cpu_s"] = time.perf_counter() - start, time.process_time() - cpu
+    return found
+
+
+def export_final(
+    out: Path, settings: PBTSettings, best: dict, dataset=None, extra: dict | None = None, store=None
+) -> Path:
+    """P/final: an ordinary run directory holding the best member's exported model (`untwine evaluate P/final`).
+
+    The best member over all rounds (P/best) is re-scored first (`rescore_best`): a UDR member exports the model
+    with the highest u_i of the re-score, as the rPU code does; a one-model member exports its model, re-scored
+    too (the rPU code exports MIG/DCI members without scoring them again: the re-score is untwine's check that the
+    stored checkpoint gives the fitness it was selected with). results.json holds `pbt.fitness` (the selection
+    round's score) and `pbt.export_fitness` (the re-score), and the store the same as `pbt_final` records. Built
+    under P/final.tmp and renamed: a killed export leaves no half-written P/final."""
+    from untwine.runs import RunDir
+    from untwine.study.store import ResultStore
+
+    found = rescore_best(out, settings, best, dataset, extra)
+    model = int(found.get("best_model", best["model"])) if "error" not in found else int(best["model"])
+    hyperparameters = schedule.Hyperparameters(**best["hyperparameters"])
+    target = out / "final"
+    tmp = out / "final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    run = RunDir(tmp)
+    shutil.copytree(out / "best" / f"model-{model}", run.checkpoints.final)
     state = json.loads((run.checkpoints.final / "state.json").read_text())
-    config = settings.train_config(best["member"], best["model"], hyperparameters)
+    config = settings.train_config(best["member"], model, hyperparameters)
     run.write_config(config.model_copy(update={"steps": int(state["step"])}))
-    run.update_results({"pbt.fitness": best["fitness"], "pbt.member": best["member"], "pbt.round": best["round"]})
-    return run.path
+    export = {
+        "fitness": best["fitness"],
+        "export_fitness": found["fitness"],
+        "member": best["member"],
+        "round": best["round"],
+        "model": model,
+        "export_wall_s": found["wall_s"],
+        "export_cpu_s": found["cpu_s"],
+    }
+    for key in ("model_scores", "error", "leaf_run_migs"):
+        if key in found:
+            export[f"export_{key}"] = found[key]
+    run.update_results({f"pbt.{k}": v for k, v in export.items()})
+    rows = [{"model_id": f"m{best['member']}", "step": best["round"], "key": k, "value": v} for k, v in export.items()]
+    if store is not None:
+        store.add_records(FINAL_KIND, rows)
+    else:
+        with contextlib.closing(ResultStore(out / STORE_FILE)) as own:
+            own.add_records(FINAL_KIND, rows)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def final_evaluation(
+    metrics=None,
+    num_points: int | None = None,
+    options: dict | None = None,
+    sampled_metrics=None,
+    representations=("mean", "sampled"),
+) -> dict:
+    """The evaluation of an exported model (`evaluate_final`) in the study's form (`study.definition.
+    evaluation_settings`). metrics=None: the cpu_study preset's evaluation, the run report's metric set (MIG, the
+    unsupervised scores, SAP, modularity/explicitness, DCI, BetaVAE and FactorVAE scores, logistic-regression
+    downstream; the sampled representation for MIG and the unsupervised scores; 1,000 points, BetaVAE/FactorVAE
+    scores on 200/300), `num_points`, `sampled_metrics` and `options` ({metric: {setting: value}}) replacing its
+    own where given. Otherwise exactly the metrics asked for, num_points None being the reference's sizes."""
+    from untwine.study.definition import evaluation_settings
+    from untwine.study.grid import CPU_STUDY
+
+    if metrics is None:
+        metrics = CPU_STUDY.metrics
+        num_points = CPU_STUDY.num_points if num_points is None else num_points
+        sampled_metrics = CPU_STUDY.sampled_metrics if sampled_metrics is None else sampled_metrics
+        merged = {m: dict(v) for m, v in CPU_STUDY.options.items()}
+        for metric, values in (options or {}).items():
+            merged.setdefault(metric, {}).update(values)
+        options = merged
+    return evaluation_settings(metrics, num_points, options, representations, sampled_metrics)
+
+
+def evaluate_final(out: str | Path, evaluation: dict | None = None, device: str = "cpu", figures: bool = True) -> dict:
+    """Evaluate the exported model P/final through `untwine.evaluation` (`evaluate_run`, the path of `untwine
+    evaluate`: results in P/final/results.json, matrices under P/final/eval/) with what it still lacks of
+    `evaluation` (default `final_evaluation()`), store the new scores in P/study.sqlite (`pbt_final` records, key
+    = result key) and draw P/final's figures (the run report's traversals, labelled with the factor each latent
+    shares the most information with). Returns the run's results."""
+    from untwine.runs import RunDir
+    from untwine.study.store import ResultStore
+    from untwine.study.trial import evaluate_member
+
+    out = Path(out)
+    run = RunDir(out / "final")
+    if not (run.path / "config.toml").exists():
+        raise InvalidInputError(f"{out} has no exported model (no {run.path}); run or resume the PBT run first")
+    evaluation = evaluation or final_evaluation()
+    before = run.read_results()
+    results, _ = evaluate_member(run, evaluation, device)
+    new = {k: v for k, v in results.items() if k.startswith("eval.") and before.get(k) != v}
+    if new:
+        rows = [{"model_id": "final", "step": None, "key": k, "value": v} for k, v in sorted(new.items())]
+        with contextlib.closing(ResultStore(out / STORE_FILE)) as store:
+            store.add_records(FINAL_KIND, rows)
+    if figures:
+        from untwine.viz.report import write_figures
+
+        write_figures(run)
+    return results
 
 
 def run_pbt(
@@ -652,6 +824,7 @@ def run_pbt(
                         stop={"training_iteration": settings.generations + 1},
                     ),
                 )
+                driver.restart_clock()
                 try:
                     grid = tuner.fit()
                 finally:
@@ -663,7 +836,7 @@ def run_pbt(
         if not explorer.stopped:
             raise PBTRunError("the PBT run ended before its stop rule (rerun the same command to continue)")
         if driver.best and not (out / "final").exists():
-            export_final(out, settings, driver.best)
+            export_final(out, settings, driver.best, dataset, extra, store)
     finally:
         store.close()
     return PBTResult(
@@ -688,4 +861,13 @@ def load_records(out: str | Path):
         return store.records(RECORD_KIND)
 
 
-__all__ = ["PBTResult", "PBTRunError", "PBTSettings", "export_final", "load_records", "run_pbt"]
+__all__ = [
+    "PBTResult",
+    "PBTRunError",
+    "PBTSettings",
+    "evaluate_final",
+    "export_final",
+    "final_evaluation",
+    "load_records",
+    "run_pbt",
+]

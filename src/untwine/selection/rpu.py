@@ -26,6 +26,7 @@ continues where it stopped; labels and reductions are recomputed (they are deter
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -133,12 +134,39 @@ def _factor_summary(base, grid: np.ndarray) -> dict:
     return {"size": int(len(grid)), "fixed": [n for n, v in values.items() if v == 1], "values": values}
 
 
-def _label(run_out: Path, images: DatasetImages, kl_estimate: str):
-    from untwine.runs import RunDir
-    from untwine.selection.rpu_reduction import label_dataset
+LABELLING_FILE = "labelling.npz"
 
+
+def _label(run_out: Path, images: DatasetImages, kl_estimate: str):
+    """The exported model of the PBT run `run_out` labels `images` (§1.5 B.1). Kept in run_out/labelling.npz (the
+    exported model never changes once written), so a resumed rPU run does not encode the data set again; the time
+    it took is in the file (`wall_s`, `cpu_s`)."""
+    from untwine.runs import RunDir
+    from untwine.selection.rpu_reduction import Labelling, label_dataset
+
+    path = run_out / LABELLING_FILE
+    if path.exists():
+        with np.load(path) as stored:
+            if int(stored["size"]) == len(images) and str(stored["estimate"]) == kl_estimate:
+                labelling = Labelling(stored["means"], stored["kl"], stored["active"], kl_estimate)
+                return labelling, {"label_wall_s": float(stored["wall_s"]), "label_cpu_s": float(stored["cpu_s"])}
+    start, cpu = time.perf_counter(), time.process_time()
     model = RunDir(run_out / "final").load_model("final")
-    return label_dataset(model, images, estimate=kl_estimate)
+    labelling = label_dataset(model, images, estimate=kl_estimate)
+    times = {"label_wall_s": time.perf_counter() - start, "label_cpu_s": time.process_time() - cpu}
+    tmp = path.with_name("labelling.tmp.npz")
+    np.savez(
+        tmp,
+        means=labelling.means,
+        kl=labelling.kl,
+        active=labelling.active,
+        size=len(images),
+        estimate=kl_estimate,
+        wall_s=times["label_wall_s"],
+        cpu_s=times["label_cpu_s"],
+    )
+    os.replace(tmp, path)
+    return labelling, times
 
 
 def run_rpu(out: str | Path, settings: RPUSettings, dataset=None, address=None, num_cpus=None, temp_dir=None) -> dict:
@@ -164,8 +192,10 @@ def run_rpu(out: str | Path, settings: RPUSettings, dataset=None, address=None, 
             summary["stop"] = f"x-run failed (best UDR < {settings.failure_threshold})"
             return _finish(out, summary, start)
         full = np.arange(len(base))
-        level0 = _label(out / "x", DatasetImages(pbt, None, dataset), settings.kl_estimate)
-        summary["levels"].append({"leaf": None, "level": 0, **_factor_summary(base, full), "active": _active(level0)})
+        level0, times = _label(out / "x", DatasetImages(pbt, None, dataset), settings.kl_estimate)
+        summary["levels"].append(
+            {"leaf": None, "level": 0, **_factor_summary(base, full), "active": _active(level0), **times}
+        )
         chains = []
         for branch in range(settings.leaf_runs):
 
@@ -180,8 +210,9 @@ def run_rpu(out: str | Path, settings: RPUSettings, dataset=None, address=None, 
                 )
                 result = run_pbt(level_dir / "pbt", level_pbt, **kw)
                 if result.stop == "failed" or not result.best:
-                    return None, result.stop
-                return _label(level_dir / "pbt", DatasetImages(pbt, grid, dataset), settings.kl_estimate), result.stop
+                    return None, result.stop, {}
+                labelling, times = _label(level_dir / "pbt", DatasetImages(pbt, grid, dataset), settings.kl_estimate)
+                return labelling, result.stop, times
 
             chain, leaf, levels = leaf_run(base, level0, branch, settings, train_and_label)
             summary["levels"] += levels
@@ -209,7 +240,8 @@ def run_rpu(out: str | Path, settings: RPUSettings, dataset=None, address=None, 
 
 def leaf_run(base, level0, branch: int, settings: RPUSettings, train_and_label):
     """One leaf run (§1.5 Phase B) from the x-model's labelling of D_0: reduce (branch `branch` first), then
-    `train_and_label(grid, iteration)` -> (labelling of D_next by a model trained on it, or None; its PBT stop),
+    `train_and_label(grid, iteration)` -> (labelling of D_next by a model trained on it, or None; its PBT stop;
+    optionally a dict of timings kept in the level's summary),
     until `settings.levels` levels are labelled or a stop. Returns (its LeafRunLabels or None, the leaf run's
     summary, one summary per new level: size and the true factors it holds fixed)."""
     from untwine.selection.rpu_reduction import reduce_dataset
@@ -233,8 +265,9 @@ def leaf_run(base, level0, branch: int, settings: RPUSettings, train_and_label):
         positions.append(reduction.indices)
         grid = grid[reduction.indices]
         level = {"leaf": branch, "level": iteration + 1, **_factor_summary(base, grid)}
-        labelling, stop = train_and_label(grid, iteration)
-        levels.append({**level, "stop": stop, **({"active": _active(labelling)} if labelling else {})})
+        labelling, stop, *times = train_and_label(grid, iteration)
+        active = {"active": _active(labelling)} if labelling else {}
+        levels.append({**level, "stop": stop, **active, **(times[0] if times else {})})
         if labelling is None:
             leaf["stop"] = "leaf level failed (best UDR below the threshold)"
             break
