@@ -332,6 +332,8 @@ def test_generation_table_from_records():
         (["pbt", "run", "--fitness", "elbo"], "unknown fitness 'elbo'"),
         (["pbt", "run", "--population", "1"], "too small for truncation selection"),
         (["pbt", "run", "--fitness", "mig:1000000"], "asks for 1000000 labelled images"),  # dSprites: 737,280
+        (["pbt", "run", "--metrics", "bogus"], "unknown metric 'bogus'"),
+        (["pbt", "run", "--option", "mig.nonsense=1"], "nonsense"),
         (["pbt", "report"], "holds no PBT run"),
         (["rpu", "report"], "holds no finished rPU-VAE run"),
         (["reproduce", "estermann2020", "--scale", "huge"], "unknown scale 'huge'"),

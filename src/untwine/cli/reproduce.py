@@ -47,13 +47,14 @@ def holtz2022(
 @reproduce_app.command("estermann2020")
 def estermann2020(
     out: Path = typer.Option(..., "--out", "-o", help="directory: one PBT/rPU run per approach and seed, table.json"),
-    scale: str = typer.Option("cpu", help="cpu (small populations and intervals) or paper (the paper's sizes)"),
+    scale: str = typer.Option("cpu", help="cpu (small populations and intervals, ~2 h on 2 cores) or paper"),
     seeds: str = typer.Option("0", help="seeds, e.g. 0-4 or 0,3"),
     address: Optional[str] = typer.Option(None, help="an existing Ray cluster: HOST:PORT or auto (default: local)"),
     cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray (default: all cores)"),
 ) -> None:
     """Estermann et al. 2020: PBT-VAE with a supervised (MIG) and an unsupervised (UDR) fitness, random search and
-    rPU-VAE on dSprites; the final models' MIG and DCI side by side (the paper's table). Rerun to continue."""
+    rPU-VAE on dSprites; the final models' MIG and DCI, wall and CPU time per generation, and the paper's Fig. 1, 2
+    and 4a claims beside them. Rerun the same command to continue after an interruption (kill -9 included)."""
     from untwine.cli.common import numbers
     from untwine.reproduce.estermann2020 import reproduce_estermann2020, table_markdown
 

@@ -22,9 +22,15 @@ How the pieces meet:
   (every trial is stopped). Tune's own random choices are not used.
 - The driver (the scheduler's barrier, one process) writes one row per member per generation into
   `P/study.sqlite` (`ResultStore.add_records`, kind "pbt": fitness, lr, batch_size, beta, samples, loss, exploits
-  and removals) with the explorer's state (in the store's meta, the same transaction; `P/explorer.json` is a
-  readable copy) and copies the best member over all rounds into `P/best/`; at the end `P/final/` is an ordinary
-  run directory of the best model (`untwine evaluate P/final`).
+  and removals, and the member's wall and CPU seconds: train_s, score_s, train_cpu_s, score_cpu_s and cpu_s, its
+  process's CPU since its previous interval) and one "generation" row (best, stop, generation_wall_s from the
+  previous barrier, cpu_s of the members and the driver), with the explorer's state (in the store's meta, the
+  same transaction; `P/explorer.json` is a readable copy), and copies the best member over all rounds into
+  `P/best/`.
+- At the end the best member is re-scored from its stored checkpoint (`export_final`, spec §1.4a step 5: for a
+  UDR member argmax u_i of the re-score is the exported model) into `P/final/`, an ordinary run directory
+  (`untwine evaluate P/final`); `evaluate_final` evaluates it through `untwine.evaluation` (default: the cpu_study
+  preset's metrics) and stores the scores (kind "pbt_final" records, beside the export's).
 
 Resuming (a killed driver started again with the same settings): the explorer's state after its last stored
 generation is in the store; every member restarts in a fresh Tune experiment from `members/m<id>/round-<R>/` (or its
