@@ -63,6 +63,7 @@ N_NODES = 2 ** (MAX_DEPTH + 1) - 1
 FEATURE_THRESHOLD = np.float32(1e-7)
 EPSILON = float(np.finfo(np.float64).eps)
 NEAR_TIE = 1e-12  # cut estimates closer than this (relative) are compared on their exact proxies
+PREDICT_BLOCK = 64  # samples taken through each tree together when predicting
 ESTIMATORS = ("untwine", "sklearn")
 
 
@@ -472,18 +473,48 @@ def _boost(x_t, order, y, offsets, n_classes, tree_classifier, tree_class, facto
                         importance_sum[t, tree.feature[h]] += tree.decrease[h] / n
 
 
+@numba.njit(cache=True)
+def _complete_trees(feature, threshold, value):
+    """The trees as complete depth-3 trees with the same predictions: a leaf above depth 3 becomes a node sending
+    every sample left (feature 0, threshold +inf) down to a depth-3 leaf holding its value. Returns (feature,
+    threshold) of the 7 internal nodes and the values of the 8 depth-3 leaves."""
+    stages, trees, internal = feature.shape
+    full_feature = np.zeros_like(feature)
+    full_threshold = np.full(threshold.shape, np.inf)
+    leaf_value = np.zeros((stages, trees, internal + 1))
+    for s in range(stages):
+        for t in range(trees):
+            for h in range(N_NODES):
+                reached = h == 0 or feature[s, t, (h - 1) // 2] >= 0
+                if not reached:
+                    continue
+                if h < internal and feature[s, t, h] >= 0:
+                    full_feature[s, t, h] = feature[s, t, h]
+                    full_threshold[s, t, h] = threshold[s, t, h]
+                    continue
+                leftmost = h
+                while leftmost < internal:
+                    leftmost = 2 * leftmost + 1
+                leaf_value[s, t, leftmost - internal] = value[s, t, h]
+    return full_feature, full_threshold, leaf_value
+
+
 @numba.njit(parallel=True, cache=True)
 def _predict_raw(x, feature, threshold, value, learning_rate, raw):
-    """raw[i, t] += learning_rate * value of x_i's leaf in tree t of every stage, stage after stage."""
+    """raw[i, t] += learning_rate * value of x_i's leaf in tree t of every stage, stage after stage. The trees
+    made complete (`_complete_trees`), every descent takes MAX_DEPTH branch-free steps; blocks of PREDICT_BLOCK
+    samples go through each tree together (their descents overlap), blocks in parallel."""
+    full_feature, full_threshold, leaf_value = _complete_trees(feature, threshold, value)
     n = x.shape[0]
-    stages, trees, _ = feature.shape
-    for i in numba.prange(n):
+    stages, trees, internal = feature.shape
+    for block in numba.prange((n + PREDICT_BLOCK - 1) // PREDICT_BLOCK):
         for s in range(stages):
             for t in range(trees):
-                h = 0
-                while h < feature.shape[2] and feature[s, t, h] >= 0:
-                    h = 2 * h + 1 if x[i, feature[s, t, h]] <= threshold[s, t, h] else 2 * h + 2
-                raw[i, t] += learning_rate * value[s, t, h]
+                for i in range(block * PREDICT_BLOCK, min(n, (block + 1) * PREDICT_BLOCK)):
+                    h = 0
+                    for _ in range(MAX_DEPTH):  # x <= threshold: left
+                        h = 2 * h + 2 - int(x[i, full_feature[s, t, h]] <= full_threshold[s, t, h])
+                    raw[i, t] += learning_rate * leaf_value[s, t, h - internal]
 
 
 # --- the ensembles ----------------------------------------------------------------------------------------------
