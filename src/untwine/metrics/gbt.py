@@ -33,17 +33,17 @@ through two features) can then go the other way. On tie-free inputs the ensemble
 are sklearn's (tests/test_gbt.py); on continuous codes the metric values stay within sklearn's own spread over
 random_state (docs/design-notes.md, README.md).
 
-How (numba, CPU only): each feature is sorted once per fit (a stable argsort: sklearn's order of sorted values,
-ties by row). Each tree is grown start to end by one thread, its nodes' samples kept in every feature's sorted
-order (a split partitions its node's lists stably into its children's, the order sklearn's splitter sorts them
-into), so a node's search is one sequential pass per feature with the running sum in a register. Cuts are ranked
-on division-free estimates, the exact proxies computed only for near ties, so every decision is the one sklearn's
-floating-point comparisons make: the ensembles are bitwise those of a plain search. Trees of a stage are spread
-over threads; no result depends on their number. At the benchmark's size (10,000 x 10 codes, 113 trees per stage,
-1 thread) a tree takes ~0.8 ms (root 0.13, depth-1 and depth-2 searches 0.15 each, the two partitions 0.17 each),
-the negative gradient (libm's exp, as sklearn's) ~0.1 ms per tree: ~11 CPU-s for the 100 stages. (A torch version
-of the search, as tensor passes of gathers, cumulative sums and masked maxima, took 29x the CPU-seconds at the
-root alone.) The codes are NumPy arrays on the CPU whatever device the model ran on.
+How (numba, CPU only): each feature is sorted once per fit (a stable argsort: tied values in row order). Each tree
+is grown start to end by one thread, its nodes' samples kept in every feature's sorted order (a split partitions
+its node's lists stably into its children's; sklearn's unstable sort may order tied values otherwise, which changes
+only the order they are summed in), so a node's search is one sequential pass per feature with the running sum in a
+register. Cuts are ranked on division-free estimates, the exact proxies computed only for near ties, so every
+decision is the one sklearn's floating-point comparisons make: the ensembles are bitwise those of a plain search.
+Trees of a stage are spread over threads; no result depends on their number. At the benchmark's size (10,000 x 10
+codes, 113 trees per stage, 1 thread) a tree takes ~0.8 ms (root 0.13, depth-1 and depth-2 searches 0.15 each, the
+two partitions 0.17 each), the negative gradient (libm's exp, as sklearn's) ~0.1 ms per tree: ~11 CPU-s for the 100
+stages. (A torch version of the search, as tensor passes of gathers, cumulative sums and masked maxima, took 29x
+the CPU-seconds at the root alone.) The codes are NumPy arrays on the CPU whatever device the model ran on.
 """
 
 from __future__ import annotations
