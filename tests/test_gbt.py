@@ -183,3 +183,29 @@ def test_bad_input_to_a_fitted_ensemble_and_to_fit():
         gbt.fit(x, [np.arange(30) % 2], [0, 1])
     with pytest.raises(InvalidInputError, match="n_jobs"):
         gbt.fit(x, [np.arange(30) % 2], n_jobs=0)
+
+
+def test_trees_with_leaves_above_depth_3_predict_as_sklearn():
+    """A label that one cut separates: after the first stage's root split both children are pure in the gradient
+    (impurity 0), so trees stop at depth 1. Predictions go through complete depth-3 trees (gbt._complete_trees):
+    the raw scores must still be sklearn's."""
+    x, _, off_grid = grid_codes(5, (8, 6), 2)
+    y = (x[:, 0] > np.median(x[:, 0])).astype(int)
+    ours = gbt.fit(x, [y], 0, n_jobs=1)
+    theirs = GradientBoostingClassifier(random_state=0).fit(x, y)
+    assert (ours.feature[:, 0, 0] >= 0).all() and (ours.feature[:, 0, 1:] < 0).any()  # leaves at depth 1
+    assert np.abs(ours.decision_function(off_grid)[:, 0] - theirs.decision_function(off_grid)).max() < 1e-9
+    assert np.array_equal(ours.classifier(0).predict(off_grid), theirs.predict(off_grid))
+
+
+def test_two_workers_grow_the_same_trees(monkeypatch):
+    """Trees of a stage spread over two numba workers (forced even for this small fit) give bit-identical
+    ensembles: each tree is grown start to end by one worker."""
+    monkeypatch.setattr(gbt, "PAIRS_PER_THREAD", 1)
+    xtr, ftr, xte, _ = dsprites_like_codes(300, 50)
+    one = gbt.fit(xtr, list(ftr.T), [0, 1, 2], n_jobs=1)
+    two = gbt.fit(xtr, list(ftr.T), [0, 1, 2], n_jobs=2)
+    for name in ("feature", "threshold", "value", "training_raw"):
+        assert np.array_equal(getattr(one, name), getattr(two, name)), name
+    assert np.array_equal(one.decision_function(xte, n_jobs=1), two.decision_function(xte, n_jobs=2))
+    assert all(np.array_equal(a, b) for a, b in zip(one.importances, two.importances))
