@@ -235,3 +235,27 @@ def test_scores_against_unfairness_are_oriented_and_beside_the_paper():
     assert matrix.loc["MIG", "unfairness"] == pytest.approx(-0.8) and count == 8
     # without the fairness metric: a note saying how to get it
     assert "fairness" in analysis.selection_fairness(frame.drop(columns=[UNFAIR])).note
+
+
+
+def test_equal_means_tie_whichever_way_they_are_summed():
+    # BetaVAE accuracies of 5 seeds whose group means are 0.58, 0.58, 0.6, 0.6, but whose float sums depend on the
+    # order (pandas' groupby mean compensates, numpy's does not): the ranking must see the ties, so the seeds-grow
+    # table with every seed gives the headline's correlation
+    accuracies = [(0.58, 0.61, 0.55, 0.57, 0.59), (0.55, 0.59, 0.58, 0.61, 0.57), (0.61, 0.57, 0.59, 0.62, 0.61),
+                  (0.62, 0.61, 0.61, 0.59, 0.57)]  # fmt: skip
+    frame = synthetic(
+        methods=("beta_vae",),
+        values=4,
+        seeds=5,
+        datasets=("dsprites",),
+        **{
+            "eval.mean.beta_vae.eval_accuracy": lambda m, h, s, d: accuracies[h][s],
+            TC: lambda m, h, s, d: [1.0, 0.0, 3.0, 2.0][h],
+        },
+    )
+    headline = analysis.selection_correlations(frame).tables["selection_correlations"]
+    row = _row(headline, level="specification", unsupervised="TC (Gaussian)", metric="BetaVAE")
+    assert row["spearman"] == pytest.approx(-2 / np.sqrt(5))  # ranks (3, 4, 1, 2) against (1.5, 1.5, 3.5, 3.5)
+    seeds = analysis.selection_by_seeds(frame).tables["selection_by_seeds"]
+    assert _row(seeds, unsupervised="TC (Gaussian)", metric="BetaVAE", seeds=5)["spearman_mean"] == row["spearman"]

@@ -771,8 +771,7 @@ def selection_correlations(frame: pd.DataFrame, representation: str = "mean") ->
                                          "s": pd.to_numeric(part[target], errors="coerce")}).dropna()  # fmt: skip
                     if len(pair) < 3:
                         continue
-                    constant = pair["u"].nunique() < 2 or pair["s"].nunique() < 2  # undefined: NaN, no warning
-                    rho = np.nan if constant else pair["u"].corr(pair["s"], method="spearman")
+                    rho = _spearman(pair["u"], pair["s"])  # NaN (no warning) if either is constant
                     seeds = int(part.loc[pair.index, "seeds"].median())
                     paper_seeds, paper = (
                         _paper_table1(label, metric, seeds) if level == "specification" else (None, None)
@@ -819,9 +818,18 @@ def _paper_table1(label: str, metric: str, seeds: int) -> tuple[int | None, floa
     return nearest, PAPER_DYNAMICS[metric][nearest][0]
 
 
+def _tied(values: pd.Series) -> pd.Series:
+    """`values` to 12 significant digits, so that means equal but for their summation order (e.g. BetaVAE
+    accuracies 0.58 averaged over the same models in another order) tie when ranked, whichever way they were
+    summed."""
+    numbers = pd.to_numeric(values, errors="coerce").astype(float)
+    return numbers.map(lambda v: float(f"{v:.12g}") if np.isfinite(v) else v)
+
+
 def _spearman(u: pd.Series, s: pd.Series) -> float:
-    """Spearman rho of two aligned series over their common non-missing entries; NaN if either is constant."""
-    pair = pd.DataFrame({"u": u, "s": s}).dropna()
+    """Spearman rho of two aligned series over their common non-missing entries (ties: values equal to 12
+    significant digits, `_tied`); NaN if either is constant."""
+    pair = pd.DataFrame({"u": _tied(u), "s": _tied(s)}).dropna()
     if len(pair) < 3 or pair["u"].nunique() < 2 or pair["s"].nunique() < 2:
         return np.nan
     return float(pair["u"].corr(pair["s"], method="spearman"))
