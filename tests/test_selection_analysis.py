@@ -237,7 +237,6 @@ def test_scores_against_unfairness_are_oriented_and_beside_the_paper():
     assert "fairness" in analysis.selection_fairness(frame.drop(columns=[UNFAIR])).note
 
 
-
 def test_equal_means_tie_whichever_way_they_are_summed():
     # BetaVAE accuracies of 5 seeds whose group means are 0.58, 0.58, 0.6, 0.6, but whose float sums depend on the
     # order (pandas' groupby mean compensates, numpy's does not): the ranking must see the ties, so the seeds-grow
