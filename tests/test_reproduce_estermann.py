@@ -63,6 +63,8 @@ def test_the_table_holds_each_final_model_scores_and_its_generations_times(tmp_p
     assert load_table(out) == rows
     text = table_markdown(rows)
     assert "PBT-U-VAE (UDR)" in text and "Fig. 1b" in text and "Fig. 2" in text and "Fig. 4a" in text
+    report = (out / "report.md").read_text()
+    assert text in report and "scale `cpu`" in report
     # a rerun (what a killed reproduction's rerun does once everything is done) evaluates nothing again
     stamps = {n: (out / f"{n}-s0" / "final" / "results.json").stat().st_mtime_ns for n in PBT_APPROACHES}
     assert reproduce_estermann2020(out, seeds=[0], approaches=PBT_APPROACHES, settings=settings) == rows

@@ -46,7 +46,9 @@ def holtz2022(
 
 @reproduce_app.command("estermann2020")
 def estermann2020(
-    out: Path = typer.Option(..., "--out", "-o", help="directory: one PBT/rPU run per approach and seed, table.json"),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="directory: one PBT/rPU run per approach and seed, table.json, report.md"
+    ),
     scale: str = typer.Option("cpu", help="cpu (small populations and intervals, ~2 h on 2 cores) or paper"),
     seeds: str = typer.Option("0", help="seeds, e.g. 0-4 or 0,3"),
     address: Optional[str] = typer.Option(None, help="an existing Ray cluster: HOST:PORT or auto (default: local)"),

@@ -11,7 +11,7 @@
   measured costs, is in docs/design-notes.md "estermann2020 --scale cpu"); evaluation MIG on 10,000 points and DCI
   on 2,000/1,000.
 
-    rows = reproduce_estermann2020("E", scale="cpu", seeds=[0])   # E/<approach>-s<seed>/..., E/table.json
+    rows = reproduce_estermann2020("E", scale="cpu", seeds=[0])   # E/<approach>-s<seed>/..., E/table.json, E/report.md
     print(table_markdown(rows))                                    # the table and the paper's claims beside it
 
 Every row holds the final model's MIG and DCI, its fitness (at selection and re-scored at export), the factors its
@@ -215,7 +215,18 @@ def reproduce_estermann2020(
             elif name != "rpu":
                 write_pbt_report(where)
             _atomic_json(out / "table.json", {"scale": scale, "rows": rows})
+            _write_report(out, scale, rows)
     return rows
+
+
+def _write_report(out: Path, scale: str, rows: list[dict]) -> None:
+    """`out/report.md`: the table and the claims (`table_markdown`) under a line naming the scale; rewritten after
+    every approach, so an interrupted reproduction's report holds what is done."""
+    title = f"# Reproduction of Estermann et al. (2020), scale `{scale}`, dSprites"
+    note = "Each approach's own report: `<approach>-s<seed>/report.html`; the rows: `table.json`."
+    temporary = out / ".report.md.tmp"
+    temporary.write_text("\n\n".join([title, note, table_markdown(rows)]) + "\n")
+    temporary.replace(out / "report.md")
 
 
 def _mean(rows: list[dict], approach: str, key: str) -> float | None:
