@@ -399,20 +399,15 @@ def _grow(x_t, order, reciprocal, g, seed, tree, members, aside, lists, node_of)
     for h in (1, 2):
         if _searched(tree, h):
             _search(tree, h, lists[0], x_t, g, reciprocal)
-    _draw(tree, 1, state, features, constants)
-    if _split(1, tree, x_t, g, members, aside, node_of):
-        _partition(lists[0], lists[1], tree.start[1], tree.stop[1], node_of, 3, aside)
-        for h in (3, 4):
-            if _searched(tree, h):
-                _search(tree, h, lists[1], x_t, g, reciprocal)
-            _draw(tree, h, state, features, constants)
-    _draw(tree, 2, state, features, constants)
-    if _split(2, tree, x_t, g, members, aside, node_of):
-        _partition(lists[0], lists[1], tree.start[2], tree.stop[2], node_of, 5, aside)
-        for h in (5, 6):
-            if _searched(tree, h):
-                _search(tree, h, lists[1], x_t, g, reciprocal)
-            _draw(tree, h, state, features, constants)
+    for node in (1, 2):  # depth 1, each node's children searched right after its split (the draws' order)
+        _draw(tree, node, state, features, constants)
+        if _split(node, tree, x_t, g, members, aside, node_of):
+            left = 2 * node + 1
+            _partition(lists[0], lists[1], tree.start[node], tree.stop[node], node_of, left, aside)
+            for h in (left, left + 1):
+                if _searched(tree, h):
+                    _search(tree, h, lists[1], x_t, g, reciprocal)
+                _draw(tree, h, state, features, constants)
     for h in range(3, 7):
         _split(h, tree, x_t, g, members, aside, node_of)
 
